@@ -1,0 +1,251 @@
+"""The state of one IKE (phase 1) SA and its phase 2 children, and how its messages are sealed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from natt.crypto import keys as kdf
+from natt.crypto.cipher import IkeCipher, pad_ike
+from natt.crypto.dh import DHPrivateKey
+from natt.crypto.prf import HashAlg
+from natt.errors import DecryptionError, InvalidFlags
+from natt.ike.config import ClientProfile, GroupPolicy, Phase1Proposal, Phase2Proposal
+from natt.ike.natd import NatStatus, NattVariant
+from natt.wire.buffer import Writer
+from natt.wire.constants import HEADER_LEN, NON_ESP_MARKER, Flag
+from natt.wire.message import Header, Message, decode_payloads, encode_payloads
+from natt.wire.payloads import Payload
+
+
+class Role(Enum):
+    INITIATOR = "initiator"
+    RESPONDER = "responder"
+
+
+class State(Enum):
+    START = "start"
+    P1_SENT_1 = "p1-sent-1"  # initiator: AM msg1 / MM msg1 sent
+    MM_SENT_2 = "mm-sent-2"  # responder
+    MM_SENT_3 = "mm-sent-3"  # initiator
+    MM_SENT_4 = "mm-sent-4"  # responder
+    MM_SENT_5 = "mm-sent-5"  # initiator
+    AM_SENT_2 = "am-sent-2"  # responder
+    AUTHENTICATED = "authenticated"  # phase 1 keys and peer authenticated
+    XAUTH = "xauth"
+    MODECFG = "modecfg"
+    ESTABLISHED = "established"  # ready for Quick Modes
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True)
+class Datagram:
+    """One UDP payload to send: the daemon picks the socket by local_port."""
+
+    data: bytes
+    remote: tuple[str, int]
+    local_port: int
+
+
+@dataclass
+class Retransmit:
+    datagram: Datagram
+    next_at: float
+    interval: float
+    tries_left: int
+    what: str
+
+
+@dataclass
+class ChildSA:
+    message_id: int
+    inbound_spi: int
+    outbound_spi: int
+    proposal: Phase2Proposal
+    encap: int
+    local_selector: str
+    remote_selector: str
+    established_at: float
+    expires_at: float
+    rekey_at: float | None
+    rekeyed: bool = False
+
+
+@dataclass
+class QuickModeState:
+    """A Quick Mode in progress (either role)."""
+
+    message_id: int
+    our_spi: bytes
+    ni: bytes = b""
+    nr: bytes = b""
+    offered: tuple[Phase2Proposal, ...] = ()
+    id_ci: Payload | None = None
+    id_cr: Payload | None = None
+    local_selector: str = ""
+    remote_selector: str = ""
+    dh: DHPrivateKey | None = None
+    rekey_of: int | None = None
+    reply: Datagram | None = None  # responder: cached HASH(2) message
+    chosen: Phase2Proposal | None = None
+    encap: int = 0
+    peer_spi: bytes = b""
+    gxy: bytes | None = None
+    responder_lifetime: int | None = None
+
+
+@dataclass
+class IkeSA:
+    id: int
+    role: Role
+    icookie: bytes
+    rcookie: bytes
+    local: tuple[str, int]
+    remote: tuple[str, int]
+    created_at: float
+    mode: str = "aggressive"
+    state: State = State.START
+    profile: ClientProfile | None = None  # initiator
+    group: GroupPolicy | None = None  # responder, once the ID names it
+    offered: tuple[Phase1Proposal, ...] = ()
+    proposal: Phase1Proposal | None = None
+    hash: HashAlg | None = None
+    cipher: IkeCipher | None = None
+    dh: DHPrivateKey | None = None
+    gxi: bytes = b""
+    gxr: bytes = b""
+    gxy: bytes = b""
+    ni: bytes = b""
+    nr: bytes = b""
+    sai_b: bytes = b""
+    idi_b: bytes = b""
+    idr_b: bytes = b""
+    skeyid: bytes = b""
+    skeyid_d: bytes = b""
+    skeyid_a: bytes = b""
+    skeyid_e: bytes = b""
+    enc_key: bytes = b""
+    p1_iv: bytes = b""
+    p1_last_block: bytes = b""
+    ivs: dict[int, bytes] = field(default_factory=dict)
+    peer_vids: list[bytes] = field(default_factory=list)
+    natt: NattVariant | None = None
+    nat: NatStatus | None = None
+    peer_offered_natt: bool = False
+    floated: bool = False
+    identity: str = ""
+    user: str = ""
+    xauth_tries: int = 0
+    xauth_done: bool = False
+    assigned_address: str | None = None
+    modecfg: dict[str, object] = field(default_factory=dict)
+    peer_app_version: str = ""
+    children: dict[int, ChildSA] = field(default_factory=dict)
+    quick_modes: dict[int, QuickModeState] = field(default_factory=dict)
+    pending: dict[int, Retransmit] = field(default_factory=dict)  # by message ID (0 = phase 1)
+    replies: dict[bytes, Datagram] = field(default_factory=dict)  # received request bytes → our reply
+    transactions: dict[int, str] = field(default_factory=dict)  # message ID → what we wait for
+    established_at: float | None = None
+    expires_at: float | None = None
+    last_inbound: float = 0.0
+    last_outbound: float = 0.0
+    dpd_seq: int = 0
+    dpd_outstanding: int = 0
+    dpd_sent_at: float | None = None
+    next_keepalive: float | None = None
+    next_heartbeat: float | None = None
+    delete_reason: str = ""
+
+    # -- display -------------------------------------------------------------------------
+
+    @property
+    def peer(self) -> str:
+        return self.remote[0]
+
+    @property
+    def peer_dpd(self) -> bool:
+        from natt.wire.constants import VendorId
+
+        return VendorId.DPD in self.peer_vids
+
+    @property
+    def udp_encap(self) -> bool:
+        """ESP goes in UDP only when NAT-T was negotiated and a NAT (or force) was found."""
+        return self.natt is not None and self.floated
+
+    # -- key material --------------------------------------------------------------------
+
+    def derive_phase1_keys(self, psk: bytes) -> None:
+        assert self.hash and self.cipher
+        h = self.hash
+        self.skeyid = kdf.skeyid_psk(h, psk, self.ni, self.nr)
+        k = kdf.derive_phase1(h, self.skeyid, self.gxy, self.icookie, self.rcookie)
+        self.skeyid_d, self.skeyid_a, self.skeyid_e = k.skeyid_d, k.skeyid_a, k.skeyid_e
+        self.enc_key = kdf.encryption_key(h, self.skeyid_e, self.cipher.key_len)
+        self.p1_iv = kdf.phase1_iv(h, self.gxi, self.gxr, self.cipher.block_size)
+
+    def hash_i(self) -> bytes:
+        assert self.hash
+        return kdf.hash_i(self.hash, self.skeyid, self.gxi, self.gxr, self.icookie, self.rcookie,
+                          self.sai_b, self.idi_b)
+
+    def hash_r(self) -> bytes:
+        assert self.hash
+        return kdf.hash_r(self.hash, self.skeyid, self.gxr, self.gxi, self.rcookie, self.icookie,
+                          self.sai_b, self.idr_b)
+
+    # -- sealing and opening messages ------------------------------------------------------
+
+    def _iv_for(self, message_id: int) -> bytes:
+        if message_id == 0:
+            return self.p1_iv
+        iv = self.ivs.get(message_id)
+        if iv is None:
+            assert self.hash and self.cipher
+            iv = kdf.phase2_iv(self.hash, self.p1_last_block, message_id, self.cipher.block_size)
+        return iv
+
+    def _advance_iv(self, message_id: int, ciphertext: bytes) -> None:
+        assert self.cipher
+        last = ciphertext[-self.cipher.block_size :]
+        if message_id == 0:
+            self.p1_iv = last
+            self.p1_last_block = last
+        else:
+            self.ivs[message_id] = last
+
+    def seal(self, exchange: int, message_id: int, payloads: list[Payload], encrypt: bool) -> bytes:
+        first, body = encode_payloads(payloads)
+        flags = 0
+        if encrypt:
+            assert self.cipher
+            body = self.cipher.encrypt(self.enc_key, self._iv_for(message_id),
+                                       pad_ike(body, self.cipher.block_size))
+            self._advance_iv(message_id, body)
+            flags = Flag.ENCRYPTION
+        header = Header(self.icookie, self.rcookie, first, exchange, flags, message_id,
+                        HEADER_LEN + len(body))
+        w = Writer()
+        header.encode(w)
+        return w.getvalue() + body
+
+    def open(self, header: Header, data: bytes) -> Message:
+        """Decrypt (when flagged) and decode; the IV advances only if the message decodes."""
+        body = data[HEADER_LEN : header.length]
+        if not header.encrypted:
+            payloads, spans = decode_payloads(header.next_payload, body, allow_padding=False)
+            return Message(header, payloads, body, spans)
+        if not self.enc_key or self.cipher is None:
+            raise InvalidFlags("encrypted message before keys exist")
+        if not body or len(body) % self.cipher.block_size:
+            raise DecryptionError(f"ciphertext of {len(body)} bytes")
+        plain = self.cipher.decrypt(self.enc_key, self._iv_for(header.message_id), body)
+        payloads, spans = decode_payloads(header.next_payload, plain, allow_padding=True)
+        self._advance_iv(header.message_id, body)
+        return Message(header, payloads, plain, spans)
+
+    def datagram(self, data: bytes) -> Datagram:
+        """Frame for the current ports: on 4500, IKE carries the non-ESP marker (RFC 3948 2.2)."""
+        if self.floated:
+            data = NON_ESP_MARKER + data
+        return Datagram(data, self.remote, self.local[1])

@@ -1,0 +1,431 @@
+"""Phase 1 with pre-shared keys: Aggressive Mode (RFC 2409 5.4) and Main Mode (5.4, 5.1).
+
+Both roles live here, one function per message, in the order the RFC lists them. NAT-D and
+vendor IDs are composed in from natd / vendor, as strongSwan composes its isakmp_natd task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from natt.crypto.cipher import get_cipher
+from natt.crypto.dh import get_group
+from natt.crypto.prf import get_hash
+from natt.errors import (
+    AuthenticationFailed,
+    InvalidKeyInformation,
+    MissingPayload,
+    SessionLimitReached,
+    UnexpectedMessage,
+    UnknownGroup,
+)
+from natt.ike import natd, transaction, vendor
+from natt.ike.config import Phase1Proposal
+from natt.ike.events import NatDetection, NattRefused, Phase1Established, WeakAlgorithm
+from natt.ike.ikesa import IkeSA, Role, State
+from natt.ike.proposals import phase1_sa, read_phase1_reply, select_phase1
+from natt.wire.constants import (
+    AuthMethod,
+    ExchangeType,
+    IdType,
+    NotifyType,
+    ProtocolId,
+)
+from natt.wire.message import Message
+from natt.wire.payloads import (
+    Hash,
+    Identification,
+    KeyExchange,
+    NatD,
+    Nonce,
+    Notify,
+    Payload,
+    SecurityAssociation,
+    VendorIdPayload,
+)
+
+if TYPE_CHECKING:
+    from natt.ike.endpoint import IkeEndpoint
+
+NONCE_LEN = 20
+XAUTH_METHODS = {AuthMethod.XAUTH_INIT_PRESHARED}
+
+
+def _need(msg: Message, cls: type, what: str):
+    p = msg.get(cls)
+    if p is None:
+        raise MissingPayload(f"{what} payload missing")
+    return p
+
+
+# -- shared steps ------------------------------------------------------------------------
+
+
+def _set_suite(ep: IkeEndpoint, sa: IkeSA, p: Phase1Proposal) -> None:
+    sa.proposal = p
+    sa.hash = get_hash(p.hash)
+    sa.cipher = get_cipher(p.cipher, p.key_bits)
+    group = get_group(p.group)
+    for weak, what in ((sa.cipher.weak, sa.cipher.name), (sa.hash.weak, sa.hash.name),
+                       (group.weak, group.name)):
+        if weak:
+            ep.emit(WeakAlgorithm(sa.id, sa.peer, what))
+
+
+def _my_id(ep: IkeEndpoint, sa: IkeSA) -> Identification:
+    if sa.role is Role.INITIATOR:
+        assert sa.profile
+        # Cisco clients name their group with a KEY_ID; the concentrator picks the PSK by it.
+        return Identification.text(IdType.KEY_ID, sa.profile.group, protocol=17, port=500)
+    return Identification.ipv4(ep.local_address, protocol=17, port=500)
+
+
+def _take_peer_vids(ep: IkeEndpoint, sa: IkeSA, msg: Message) -> None:
+    for v in msg.get_all(VendorIdPayload):
+        if v.data not in sa.peer_vids:
+            sa.peer_vids.append(v.data)
+        vendor.seen(ep, sa, v.data)
+
+
+def _natd_payloads(sa: IkeSA) -> list[Payload]:
+    """Peer's address as we send to it first, then our own (RFC 3947 3.2)."""
+    assert sa.hash and sa.natt
+    h = sa.hash.hash
+    return [
+        NatD(data=natd.natd_hash(h, sa.icookie, sa.rcookie, *sa.remote), draft=sa.natt.draft),
+        NatD(data=natd.natd_hash(h, sa.icookie, sa.rcookie, *sa.local), draft=sa.natt.draft),
+    ]
+
+
+def _detect_nat(ep: IkeEndpoint, sa: IkeSA, msg: Message) -> None:
+    received = [p.data for p in msg.get_all(NatD)]
+    if sa.natt is None:
+        return
+    if not received:
+        # NAT-T vendor IDs but no NAT-D: the peer will not float; treat as plain IKE.
+        sa.natt = None
+        return
+    assert sa.hash
+    sa.nat = natd.detect(received, sa.hash.hash, sa.icookie, sa.rcookie, sa.local, sa.remote)
+    ep.emit(NatDetection(sa.id, sa.peer, sa.nat.local_behind_nat, sa.nat.remote_behind_nat, True, sa.natt.name))
+
+
+def _dh_agree(sa: IkeSA, peer_public: bytes) -> bytes:
+    assert sa.dh
+    if len(peer_public) != len(sa.dh.public_bytes()):
+        raise InvalidKeyInformation(f"KE of {len(peer_public)} bytes for {sa.dh.group.name}")
+    return sa.dh.shared_secret(peer_public)
+
+
+def _psk(ep: IkeEndpoint, sa: IkeSA) -> bytes:
+    if sa.role is Role.INITIATOR:
+        assert sa.profile
+        return sa.profile.psk
+    assert sa.group
+    return sa.group.psk
+
+
+def _allowed(ep: IkeEndpoint, sa: IkeSA) -> list[Phase1Proposal]:
+    assert sa.group
+    auth = AuthMethod.XAUTH_INIT_PRESHARED if sa.group.xauth else AuthMethod.PRE_SHARED_KEY
+    return [replace(p, auth=auth) for p in sa.group.phase1]
+
+
+def _check_capacity(ep: IkeEndpoint, sa: IkeSA) -> None:
+    assert ep.policy
+    established = sum(1 for s in ep.sas.values() if s.established_at is not None)
+    if established >= ep.policy.session_limit:
+        raise SessionLimitReached(f"session limit {ep.policy.session_limit} reached")
+
+
+def _take_natt_offer(ep: IkeEndpoint, sa: IkeSA) -> None:
+    variant = natd.choose_variant(sa.peer_vids)
+    if variant is None:
+        return
+    assert ep.policy
+    if ep.policy.nat_traversal:
+        sa.natt = variant
+    else:
+        sa.peer_offered_natt = True
+        ep.emit(NattRefused(sa.id, sa.peer))
+
+
+# -- entry points --------------------------------------------------------------------------
+
+
+def start(ep: IkeEndpoint, sa: IkeSA) -> None:
+    """Initiator, message 1 of Aggressive or Main Mode."""
+    p = sa.profile
+    assert p
+    offered = p.phase1
+    if sa.mode == "aggressive":
+        # The KE goes in message 1, so every proposal must share its DH group.
+        offered = tuple(x for x in p.phase1 if x.group == p.phase1[0].group)
+    sa.offered = offered
+    sa_payload = phase1_sa(offered)
+    sa.sai_b = sa_payload.body()
+    vids = [VendorIdPayload(data=v) for v in vendor.initiator_vids(p.nat_traversal)]
+    if sa.mode == "aggressive":
+        sa.dh = get_group(offered[0].group).generate()
+        sa.gxi = sa.dh.public_bytes()
+        sa.ni = ep.rng(NONCE_LEN)
+        idp = _my_id(ep, sa)
+        sa.idi_b = idp.body()
+        payloads: list[Payload] = [sa_payload, KeyExchange(data=sa.gxi), Nonce(data=sa.ni), idp, *vids]
+        ep.send(sa, ExchangeType.AGGRESSIVE, 0, payloads, encrypt=False, expect="Aggressive Mode message 1")
+    else:
+        ep.send(sa, ExchangeType.IDENTITY_PROTECTION, 0, [sa_payload, *vids], encrypt=False,
+                expect="Main Mode message 1")
+    sa.state = State.P1_SENT_1
+
+
+def receive(ep: IkeEndpoint, sa: IkeSA, msg: Message, data: bytes) -> None:
+    aggressive = msg.header.exchange == ExchangeType.AGGRESSIVE
+    if aggressive != (sa.mode == "aggressive"):
+        raise UnexpectedMessage("phase 1 exchange type changed mid-negotiation")
+    handlers = {
+        (Role.RESPONDER, State.START, True): _am_r1,
+        (Role.INITIATOR, State.P1_SENT_1, True): _am_i2,
+        (Role.RESPONDER, State.AM_SENT_2, True): _am_r3,
+        (Role.RESPONDER, State.START, False): _mm_r1,
+        (Role.INITIATOR, State.P1_SENT_1, False): _mm_i2,
+        (Role.RESPONDER, State.MM_SENT_2, False): _mm_r3,
+        (Role.INITIATOR, State.MM_SENT_3, False): _mm_i4,
+        (Role.RESPONDER, State.MM_SENT_4, False): _mm_r5,
+        (Role.INITIATOR, State.MM_SENT_5, False): _mm_i6,
+    }
+    handler = handlers.get((sa.role, sa.state, aggressive))
+    if handler is None:
+        raise UnexpectedMessage(f"phase 1 message in state {sa.state.value}")
+    handler(ep, sa, msg, data)
+
+
+# -- Aggressive Mode ----------------------------------------------------------------------
+
+
+def _am_r1(ep: IkeEndpoint, sa: IkeSA, msg: Message, data: bytes) -> None:
+    """Responder: SA, KE, Ni, IDii, VIDs in; SA, KE, Nr, IDir, HASH_R, VIDs, NAT-D x2 out."""
+    assert ep.policy
+    sa_p = _need(msg, SecurityAssociation, "SA")
+    ke = _need(msg, KeyExchange, "KE")
+    nonce = _need(msg, Nonce, "nonce")
+    idp = _need(msg, Identification, "ID")
+    sa.identity = idp.display()
+    group = ep.policy.groups.get(sa.identity)
+    if group is None:
+        # No notify: answering would tell a scanner which group names exist.
+        raise UnknownGroup(f"unknown group [{sa.identity}]")
+    sa.group = group
+    _check_capacity(ep, sa)
+    _take_peer_vids(ep, sa, msg)
+    choice = select_phase1(sa_p, _allowed(ep, sa), ep.policy.phase1_lifetime)
+    _set_suite(ep, sa, choice.proposal)
+    sa.sai_b, sa.idi_b = sa_p.raw, idp.raw
+    sa.gxi, sa.ni = ke.data, nonce.data
+    sa.dh = get_group(choice.proposal.group).generate()
+    sa.gxr = sa.dh.public_bytes()
+    sa.gxy = _dh_agree(sa, sa.gxi)
+    sa.nr = ep.rng(NONCE_LEN)
+    idr = _my_id(ep, sa)
+    sa.idr_b = idr.body()
+    sa.derive_phase1_keys(_psk(ep, sa))
+    _take_natt_offer(ep, sa)
+    vids = [VendorIdPayload(data=v) for v in vendor.responder_vids(sa.natt.vid if sa.natt else None)]
+    payloads: list[Payload] = [choice.reply, KeyExchange(data=sa.gxr), Nonce(data=sa.nr), idr,
+                               Hash(data=sa.hash_r()), *vids]
+    if sa.natt:
+        payloads += _natd_payloads(sa)
+    ep.send(sa, ExchangeType.AGGRESSIVE, 0, payloads, encrypt=False, expect="Aggressive Mode message 3",
+            in_reply_to=data)
+    sa.state = State.AM_SENT_2
+
+
+def _am_i2(ep: IkeEndpoint, sa: IkeSA, msg: Message, data: bytes) -> None:
+    """Initiator: check the responder's choice and HASH_R, detect NAT, float, send HASH_I."""
+    p = sa.profile
+    assert p and sa.dh
+    sa_p = _need(msg, SecurityAssociation, "SA")
+    ke = _need(msg, KeyExchange, "KE")
+    nonce = _need(msg, Nonce, "nonce")
+    idp = _need(msg, Identification, "ID")
+    hash_p = _need(msg, Hash, "HASH")
+    _set_suite(ep, sa, read_phase1_reply(sa_p, sa.offered))
+    _take_peer_vids(ep, sa, msg)
+    sa.gxr, sa.nr, sa.idr_b = ke.data, nonce.data, idp.raw
+    sa.identity = idp.display()
+    sa.gxy = _dh_agree(sa, sa.gxr)
+    sa.derive_phase1_keys(p.psk)
+    if hash_p.data != sa.hash_r():
+        raise AuthenticationFailed("HASH_R does not match: wrong group password (pre-shared key)?")
+    ep.answered(sa, 0)
+    if p.nat_traversal:
+        sa.natt = natd.choose_variant(sa.peer_vids)
+    _detect_nat(ep, sa, msg)
+    if sa.natt and (p.force_natt or (sa.nat and sa.nat.nat_detected)):
+        ep.float_ports(sa)
+    payloads: list[Payload] = [Hash(data=sa.hash_i())]
+    if p.send_initial_contact:
+        payloads.append(Notify(NotifyType.INITIAL_CONTACT, ProtocolId.ISAKMP, sa.icookie + sa.rcookie))
+    if sa.natt:
+        payloads += _natd_payloads(sa)
+    ep.send(sa, ExchangeType.AGGRESSIVE, 0, payloads, encrypt=True, in_reply_to=data)
+    _authenticated(ep, sa)
+
+
+def _am_r3(ep: IkeEndpoint, sa: IkeSA, msg: Message, data: bytes) -> None:
+    """Responder: HASH_I (encrypted, on 4500 after a float), INITIAL-CONTACT, NAT-D x2."""
+    hash_p = _need(msg, Hash, "HASH")
+    if hash_p.data != sa.hash_i():
+        raise AuthenticationFailed(f"HASH_I from group [{sa.identity}] does not match: wrong pre-shared key?")
+    ep.answered(sa, 0)
+    _detect_nat(ep, sa, msg)
+    sa.modecfg["initial_contact"] = any(n.notify_type == NotifyType.INITIAL_CONTACT for n in msg.notifies())
+    _authenticated(ep, sa)
+
+
+# -- Main Mode ----------------------------------------------------------------------------
+
+
+def _mm_r1(ep: IkeEndpoint, sa: IkeSA, msg: Message, data: bytes) -> None:
+    assert ep.policy
+    sa_p = _need(msg, SecurityAssociation, "SA")
+    # Main Mode hides the ID until message 5, so the PSK comes from the group allowed to use MM.
+    group = next((g for g in ep.policy.groups.values() if g.main_mode), None)
+    if group is None:
+        raise AuthenticationFailed("Main Mode offered but no group allows it")
+    sa.group = group
+    _check_capacity(ep, sa)
+    _take_peer_vids(ep, sa, msg)
+    choice = select_phase1(sa_p, _allowed(ep, sa), ep.policy.phase1_lifetime)
+    _set_suite(ep, sa, choice.proposal)
+    sa.sai_b = sa_p.raw
+    _take_natt_offer(ep, sa)
+    vids = [VendorIdPayload(data=v) for v in vendor.responder_vids(sa.natt.vid if sa.natt else None)]
+    ep.send(sa, ExchangeType.IDENTITY_PROTECTION, 0, [choice.reply, *vids], encrypt=False,
+            expect="Main Mode message 3", in_reply_to=data)
+    sa.state = State.MM_SENT_2
+
+
+def _mm_i2(ep: IkeEndpoint, sa: IkeSA, msg: Message, data: bytes) -> None:
+    p = sa.profile
+    assert p
+    sa_p = _need(msg, SecurityAssociation, "SA")
+    _set_suite(ep, sa, read_phase1_reply(sa_p, sa.offered))
+    _take_peer_vids(ep, sa, msg)
+    ep.answered(sa, 0)
+    if p.nat_traversal:
+        sa.natt = natd.choose_variant(sa.peer_vids)
+    assert sa.proposal
+    sa.dh = get_group(sa.proposal.group).generate()
+    sa.gxi = sa.dh.public_bytes()
+    sa.ni = ep.rng(NONCE_LEN)
+    payloads: list[Payload] = [KeyExchange(data=sa.gxi), Nonce(data=sa.ni)]
+    if sa.natt:
+        payloads += _natd_payloads(sa)
+    ep.send(sa, ExchangeType.IDENTITY_PROTECTION, 0, payloads, encrypt=False, expect="Main Mode message 4",
+            in_reply_to=data)
+    sa.state = State.MM_SENT_3
+
+
+def _mm_r3(ep: IkeEndpoint, sa: IkeSA, msg: Message, data: bytes) -> None:
+    ke = _need(msg, KeyExchange, "KE")
+    nonce = _need(msg, Nonce, "nonce")
+    assert sa.proposal
+    ep.answered(sa, 0)
+    sa.gxi, sa.ni = ke.data, nonce.data
+    sa.dh = get_group(sa.proposal.group).generate()
+    sa.gxr = sa.dh.public_bytes()
+    sa.gxy = _dh_agree(sa, sa.gxi)
+    sa.nr = ep.rng(NONCE_LEN)
+    sa.derive_phase1_keys(_psk(ep, sa))
+    _detect_nat(ep, sa, msg)
+    payloads: list[Payload] = [KeyExchange(data=sa.gxr), Nonce(data=sa.nr)]
+    if sa.natt:
+        payloads += _natd_payloads(sa)
+    ep.send(sa, ExchangeType.IDENTITY_PROTECTION, 0, payloads, encrypt=False, expect="Main Mode message 5",
+            in_reply_to=data)
+    sa.state = State.MM_SENT_4
+
+
+def _mm_i4(ep: IkeEndpoint, sa: IkeSA, msg: Message, data: bytes) -> None:
+    p = sa.profile
+    assert p
+    ke = _need(msg, KeyExchange, "KE")
+    nonce = _need(msg, Nonce, "nonce")
+    ep.answered(sa, 0)
+    sa.gxr, sa.nr = ke.data, nonce.data
+    sa.gxy = _dh_agree(sa, sa.gxr)
+    sa.derive_phase1_keys(p.psk)
+    _detect_nat(ep, sa, msg)
+    if sa.natt and (p.force_natt or (sa.nat and sa.nat.nat_detected)):
+        ep.float_ports(sa)
+    idp = _my_id(ep, sa)
+    sa.idi_b = idp.body()
+    payloads: list[Payload] = [idp, Hash(data=sa.hash_i())]
+    if p.send_initial_contact:
+        payloads.append(Notify(NotifyType.INITIAL_CONTACT, ProtocolId.ISAKMP, sa.icookie + sa.rcookie))
+    ep.send(sa, ExchangeType.IDENTITY_PROTECTION, 0, payloads, encrypt=True, expect="Main Mode message 6")
+    sa.state = State.MM_SENT_5
+
+
+def _mm_r5(ep: IkeEndpoint, sa: IkeSA, msg: Message, data: bytes) -> None:
+    idp = _need(msg, Identification, "ID")
+    hash_p = _need(msg, Hash, "HASH")
+    sa.idi_b = idp.raw
+    sa.identity = idp.display()
+    if hash_p.data != sa.hash_i():
+        raise AuthenticationFailed("HASH_I does not match: wrong pre-shared key?")
+    ep.answered(sa, 0)
+    sa.modecfg["initial_contact"] = any(n.notify_type == NotifyType.INITIAL_CONTACT for n in msg.notifies())
+    idr = _my_id(ep, sa)
+    sa.idr_b = idr.body()
+    ep.send(sa, ExchangeType.IDENTITY_PROTECTION, 0, [idr, Hash(data=sa.hash_r())], encrypt=True,
+            in_reply_to=data)
+    _authenticated(ep, sa)
+
+
+def _mm_i6(ep: IkeEndpoint, sa: IkeSA, msg: Message, data: bytes) -> None:
+    idp = _need(msg, Identification, "ID")
+    hash_p = _need(msg, Hash, "HASH")
+    sa.idr_b = idp.raw
+    sa.identity = idp.display()
+    if hash_p.data != sa.hash_r():
+        raise AuthenticationFailed("HASH_R does not match: wrong pre-shared key?")
+    ep.answered(sa, 0)
+    _authenticated(ep, sa)
+
+
+# -- after authentication ---------------------------------------------------------------------
+
+
+def _authenticated(ep: IkeEndpoint, sa: IkeSA) -> None:
+    """Keys agreed and peer proven: XAUTH next if negotiated, else phase 1 is up."""
+    sa.state = State.AUTHENTICATED
+    ep.phase1_done(sa)
+    assert sa.proposal
+    if sa.proposal.auth in XAUTH_METHODS:
+        sa.state = State.XAUTH
+        if sa.role is Role.RESPONDER:
+            transaction.start_xauth(ep, sa)
+        return
+    established(ep, sa)
+
+
+def established(ep: IkeEndpoint, sa: IkeSA) -> None:
+    from natt.ike import info
+
+    assert sa.proposal and sa.hash and sa.cipher
+    sa.state = State.ESTABLISHED
+    sa.established_at = ep.now
+    sa.expires_at = ep.now + sa.proposal.lifetime
+    ep.total_sessions += 1
+    ep.peak_sessions = max(ep.peak_sessions, sum(1 for s in ep.sas.values() if s.established_at is not None))
+    group_name = sa.group.name if sa.group else (sa.profile.group if sa.profile else "")
+    ep.emit(Phase1Established(sa.id, sa.peer, sa.mode, group_name, sa.cipher.name, sa.hash.name,
+                              get_group(sa.proposal.group).name, sa.proposal.lifetime, sa.identity))
+    info.start_liveness(ep, sa)
+    if sa.role is Role.INITIATOR:
+        transaction.start_modecfg(ep, sa)
+    elif ep.policy and ep.policy.modecfg_push:
+        transaction.push_modecfg(ep, sa)

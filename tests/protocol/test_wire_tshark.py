@@ -1,0 +1,82 @@
+"""Wireshark judges every packet the exchanges produce: no 'Malformed', no error-level expert info."""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.pcap import ip_packet, udp_packet, write_pcap
+from tests.protocol.conftest import CONCENTRATOR, make_policy, make_profile
+from tests.protocol.sim import ESP, Network, Pat, ipv4_packet
+
+pytestmark = [pytest.mark.protocol, pytest.mark.tshark]
+
+TSHARK = shutil.which("tshark")
+
+
+def _capture(net: Network, path: Path) -> None:
+    pkts = []
+    for i, p in enumerate(net.wire):
+        if p.proto == ESP:
+            pkts.append(ip_packet(50, p.src[0], p.dst[0], p.data, i))
+        else:
+            pkts.append(udp_packet(p.src, p.dst, p.data, i))
+    write_pcap(path, pkts)
+
+
+def _tshark(path: Path, *args: str) -> str:
+    assert TSHARK, "tshark is installed by `make test` (Debian package tshark)"
+    out = subprocess.run([TSHARK, "-n", "-r", str(path), *args], capture_output=True, text=True, timeout=120,
+                         check=True)
+    return out.stdout
+
+
+def _assert_clean(text: str) -> None:
+    bad = [line for line in text.splitlines() if "Malformed" in line or "Expert Info (Error" in line]
+    assert not bad, "\n".join(bad[:20])
+
+
+@pytest.mark.parametrize("mode", ["aggressive", "main"])
+def test_exchange_through_pat_decodes_cleanly(tmp_path: Path, mode: str) -> None:
+    net = Network(make_policy(), CONCENTRATOR, Pat(ipaddress.IPv4Network("10.10.10.0/24"), "203.0.113.78"))
+    net.add_client("client1", "10.10.10.2")
+    net.connect("client1", make_profile(mode=mode))
+    net.pump()
+    node = net.clients["client1"]
+    addr = node.endpoint.sas[next(iter(node.endpoint.sas))].assigned_address
+    assert addr
+    net.send_esp(node, "0.0.0.0/0", ipv4_packet(addr, "192.168.2.10", b"ping"))
+    net.advance(35.0)  # keepalives and DPD on the wire too
+    pcap = tmp_path / f"{mode}.pcap"
+    _capture(net, pcap)
+    verbose = _tshark(pcap, "-V")
+    _assert_clean(verbose)
+    summary = _tshark(pcap, "-T", "fields", "-e", "udp.dstport", "-e", "isakmp.exchtype", "-e", "esp.spi",
+                      "-e", "_ws.col.Protocol")
+    rows = [r.split("\t") for r in summary.strip().splitlines()]
+    ike_500 = [r for r in rows if r[3] == "ISAKMP" and "500" in (r[0],)]
+    ike_4500 = [r for r in rows if (r[3] == "ISAKMP" and r[0] == "4500") or (r[3] == "ISAKMP" and r[0] not in ("500",))]
+    assert ike_500 and ike_4500, "IKE starts on 500 and moves to 4500"
+    assert any(r[2] for r in rows), "UDP-encapsulated ESP recognised on 4500"
+    assert "NAT-D" in verbose or "NAT Discovery" in verbose
+    assert "NAT-Keepalive" in verbose or "NAT-keepalive" in verbose.lower()
+
+
+def test_no_nat_sends_raw_esp(tmp_path: Path) -> None:
+    net = Network(make_policy(), CONCENTRATOR, None)
+    net.add_client("client1", "203.0.113.20")
+    net.connect("client1", make_profile())
+    net.pump()
+    node = net.clients["client1"]
+    addr = next(iter(node.endpoint.sas.values())).assigned_address
+    net.send_esp(node, "0.0.0.0/0", ipv4_packet(addr, "192.168.2.10", b"ping"))
+    assert net.concentrator.delivered
+    pcap = tmp_path / "raw.pcap"
+    _capture(net, pcap)
+    _assert_clean(_tshark(pcap, "-V"))
+    protos = _tshark(pcap, "-T", "fields", "-e", "ip.proto", "-e", "udp.dstport").split()
+    assert "50" in protos and "4500" not in protos, "no NAT: ESP is IP protocol 50, nothing on 4500"
