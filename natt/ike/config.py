@@ -14,6 +14,7 @@ from natt.wire.constants import (
     EspTransformId,
     IkeEncryption,
     IkeHash,
+    VendorId,
 )
 
 
@@ -73,6 +74,7 @@ class ClientProfile:
     mode: str = "aggressive"  # or "main"
     nat_traversal: bool = True  # "Enable Transparent Tunneling"
     force_natt: bool = False  # float to 4500 and encapsulate even without NAT
+    natt_vendor_ids: tuple[bytes, ...] = (VendorId.NATT_RFC3947, VendorId.NATT_DRAFT_02_N)
     phase1: tuple[Phase1Proposal, ...] = DEFAULT_PHASE1
     phase2: tuple[Phase2Proposal, ...] = DEFAULT_PHASE2
     # Quick Modes to run after Mode Config: remote networks; "self" means the peer's address.

@@ -165,7 +165,7 @@ def start(ep: IkeEndpoint, sa: IkeSA) -> None:
     sa.offered = offered
     sa_payload = phase1_sa(offered)
     sa.sai_b = sa_payload.body()
-    vids = [VendorIdPayload(data=v) for v in vendor.initiator_vids(p.nat_traversal)]
+    vids = [VendorIdPayload(data=v) for v in vendor.initiator_vids(p.nat_traversal, p.natt_vendor_ids)]
     if sa.mode == "aggressive":
         sa.dh = get_group(offered[0].group).generate()
         sa.gxi = sa.dh.public_bytes()

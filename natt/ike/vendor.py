@@ -12,10 +12,10 @@ if TYPE_CHECKING:
     from natt.ike.ikesa import IkeSA
 
 
-def initiator_vids(nat_traversal: bool) -> list[bytes]:
+def initiator_vids(nat_traversal: bool, natt_vids: tuple[bytes, ...]) -> list[bytes]:
     vids = [VendorId.XAUTH, VendorId.DPD]
     if nat_traversal:
-        vids += [VendorId.NATT_RFC3947, VendorId.NATT_DRAFT_02_N]
+        vids += list(natt_vids)
     vids.append(VendorId.CISCO_UNITY)
     return vids
 

@@ -303,3 +303,29 @@ def test_udp_tunnel_mode_matches_natt_variant(lab: Network) -> None:
     sa = next(iter(lab.concentrator.endpoint.sas.values()))
     assert sa.natt is not None and sa.natt.name == "RFC 3947"
     assert all(c.encap == EncapsulationMode.UDP_ENCAPSULATED_TUNNEL for c in sa.children.values())
+
+
+def test_draft_natt_peer_gets_draft_payloads_and_modes(lab: Network) -> None:
+    """A draft-02 peer (the seed's Cisco client): NAT-D as payload 130, encapsulation 61443."""
+    from natt.wire.constants import VendorId
+
+    _connect(lab, "client1", natt_vendor_ids=(VendorId.NATT_DRAFT_02_N,))
+    reply = lab.concentrator.of(MessageSent)[0]
+    assert reply.payloads.count(PayloadType.NAT_D_DRAFT) == 2
+    sa = next(iter(lab.concentrator.endpoint.sas.values()))
+    assert sa.natt is not None and sa.natt.draft
+    assert all(c.encap == EncapsulationMode.UDP_ENCAPSULATED_TUNNEL_DRAFT for c in sa.children.values())
+    _ping(lab, "client1")
+
+
+def test_mode_config_push() -> None:
+    net = Network(make_policy(modecfg_push=True), CONCENTRATOR,
+                  Pat(ipaddress.IPv4Network("10.10.10.0/24"), "203.0.113.78"))
+    net.add_client("client1", "10.10.10.2")
+    net.connect("client1", make_profile())
+    net.pump()
+    client = net.clients["client1"]
+    cfgs = client.of(ModeConfigDone)
+    assert cfgs and len({c.address for c in cfgs}) == 1
+    assert len(client.of(ChildSaUp)) == 2, "push and pull both answered; the tunnels start once"
+    _ping(net, "client1")
