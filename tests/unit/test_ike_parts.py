@@ -86,7 +86,7 @@ def test_phase2_choice_respects_encapsulation() -> None:
     choice = select_phase2(offer, [Phase2Proposal()], [EncapsulationMode.UDP_ENCAPSULATED_TUNNEL],
                            b"\x55\x66\x77\x88", 28800)
     assert choice.peer_spi == b"\x11\x22\x33\x44" and choice.encap == EncapsulationMode.UDP_ENCAPSULATED_TUNNEL
-    chosen, encap, spi = read_phase2_reply(choice.reply, [SEED_PHASE2, Phase2Proposal()])
+    chosen, _encap, spi = read_phase2_reply(choice.reply, [SEED_PHASE2, Phase2Proposal()])
     assert spi == b"\x55\x66\x77\x88" and chosen.transform == Phase2Proposal().transform
 
 
