@@ -342,7 +342,7 @@ class IkeEndpoint:
     def _keepalive_received(self, remote: tuple[str, int]) -> None:
         for sa in self.sas.values():
             if sa.remote == remote:
-                sa.last_inbound = self.now
+                # Not proof of life for DPD: a keepalive is unauthenticated and the NAT may answer for a dead peer.
                 self.emit(KeepaliveReceived(sa.id, sa.peer))
                 return
         self.stats["keepalive-unknown-peer"] += 1

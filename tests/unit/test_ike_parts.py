@@ -100,3 +100,24 @@ def test_pool_allocates_releases_and_exhausts() -> None:
     pool.release(a)
     assert pool.allocate("s3") == a
     assert pool.in_use() == {"10.40.1.1": "s3", "10.40.1.2": "s2"}
+
+
+def test_suite_names() -> None:
+    from natt.errors import UnsupportedAlgorithm
+    from natt.ike import suites
+    from natt.wire.constants import AuthAlgorithm, EspTransformId, IkeEncryption, IkeHash
+
+    assert suites.phase1("3des-md5-modp1024") == SEED_PHASE1
+    p = suites.phase1("aes256-sha256-modp2048")
+    assert (p.cipher, p.key_bits, p.hash, p.group) == (IkeEncryption.AES_CBC, 256, IkeHash.SHA2_256, 14)
+    assert suites.names_phase1(p) == "aes256-sha256-modp2048"
+    assert suites.phase2("3des-md5") == SEED_PHASE2
+    g = suites.phase2("aes128gcm16-modp2048")
+    assert (g.transform, g.key_bits, g.auth, g.pfs_group) == (EspTransformId.AES_GCM_16, 128, None, 14)
+    assert suites.phase2("aes256-sha256").auth == AuthAlgorithm.HMAC_SHA2_256
+    for bad in ("aes256-sha256", "rc4-md5-modp1024"):
+        with pytest.raises(UnsupportedAlgorithm):
+            suites.phase1(bad)
+    for bad in ("aes128gcm16-sha1", "aes256", "blowfish-md5"):
+        with pytest.raises(UnsupportedAlgorithm):
+            suites.phase2(bad)

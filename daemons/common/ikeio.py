@@ -1,0 +1,111 @@
+"""Moves bytes, time and events between the IKE core and the daemon's sockets.
+
+The core is sans-IO; this is the whole of its I/O: receive → core → send, and one timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+
+import asyncio_dgram
+
+from natt.ike.endpoint import IkeEndpoint
+from natt.ike.events import IkeEvent
+
+log = logging.getLogger(__name__)
+
+
+class IkeDriver:
+    def __init__(self, endpoint: IkeEndpoint, on_event: Callable[[IkeEvent], None]) -> None:
+        self.endpoint = endpoint
+        self.on_event = on_event
+        self.sockets: dict[int, socket.socket] = {}
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.send_errors = 0
+
+    def now(self) -> float:
+        return self._loop.time()
+
+    async def listen(self, address: str, port: int) -> socket.socket:
+        """An IKE-only port (500): a datagram stream read by its own task."""
+        stream = await asyncio_dgram.bind((address, port))
+        sock: socket.socket = stream.socket
+        self.sockets[port] = sock
+        self._tasks.append(asyncio.create_task(self._recv_loop(stream, port), name=f"ike-{port}"))
+        return sock
+
+    def attach(self, port: int, sock: socket.socket) -> None:
+        """A socket whose reading belongs to someone else (4500: the ESP fast path demuxes it)."""
+        self.sockets[port] = sock
+
+    async def _recv_loop(self, stream: asyncio_dgram.aio.DatagramServer, port: int) -> None:
+        while True:
+            try:
+                data, addr = await stream.recv()
+            except asyncio_dgram.TransportClosed:
+                return
+            self.feed(data, addr, port)
+
+    def feed(self, data: bytes, addr: tuple[str, int], local_port: int) -> None:
+        try:
+            self.endpoint.receive_datagram(data, (addr[0], addr[1]), local_port, self.now())
+        except Exception:  # the core raises typed errors internally; anything else is a bug to log, not die on
+            log.exception("IKE core failed on a datagram from %s", addr)
+        self.flush()
+
+    def flush(self) -> None:
+        # Event handlers may call back into the core (a logout deletes an SA), so go round until quiet.
+        for _ in range(8):
+            if not self._flush_once():
+                break
+        self._reschedule()
+
+    def _flush_once(self) -> bool:
+        did = False
+        for d in self.endpoint.datagrams_to_send():
+            did = True
+            sock = self.sockets.get(d.local_port)
+            if sock is None:
+                log.warning("no socket for local port %d", d.local_port)
+                continue
+            try:
+                sock.sendto(d.data, d.remote)
+            except OSError as e:
+                self.send_errors += 1
+                log.warning("send to %s:%d failed: %s", d.remote[0], d.remote[1], e)
+        while (event := self.endpoint.next_event()) is not None:
+            did = True
+            try:
+                self.on_event(event)
+            except Exception:
+                log.exception("handling %s failed", type(event).__name__)
+        return did
+
+    def _reschedule(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        when = self.endpoint.get_timer()
+        if when is not None:
+            self._timer = self._loop.call_at(max(when, self.now()), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        try:
+            self.endpoint.handle_timer(self.now())
+        except Exception:
+            log.exception("IKE timer handling failed")
+        self.flush()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for t in self._tasks:
+            t.cancel()
+        for s in self.sockets.values():
+            s.close()

@@ -1,0 +1,135 @@
+"""The concentrator's TOML file → a ConcentratorPolicy for the core and settings for the daemon."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from natt_daemons.common.config import ConfigError, load_toml, optional, require
+from natt_daemons.common.passwords import PasswordFormatError, verify_password
+
+from natt.errors import UnsupportedAlgorithm
+from natt.ike import suites
+from natt.ike.config import ConcentratorPolicy, GroupPolicy, Timers
+
+DEFAULT_SOCKET = "/run/natt/concentrator.sock"
+
+
+@dataclass
+class ConcentratorSettings:
+    path: Path
+    address: str
+    tun: str
+    control_socket: str
+    policy: ConcentratorPolicy
+    users: dict[str, str] = field(repr=False, default_factory=dict)
+    log_capacity: int = 10000
+    log_secrets: bool = False
+    ike_port: int = 500
+    natt_port: int = 4500
+
+
+def _ip(value: str, where: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError as e:
+        raise ConfigError(f"{where}: {value!r} is not an IPv4 address") from e
+
+
+def _net(value: str, where: str) -> str:
+    try:
+        return str(ipaddress.IPv4Network(value, strict=False))
+    except ValueError as e:
+        raise ConfigError(f"{where}: {value!r} is not an IPv4 network") from e
+
+
+def _group(name: str, t: dict[str, Any], base: Path, p1_life: int, p2_life: int) -> GroupPolicy:
+    where = f"[groups.{name}]"
+    psk = t.get("psk")
+    if "psk_file" in t:
+        try:
+            psk = (base.parent / str(t["psk_file"])).read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"{where}: psk_file: {e}") from e
+    if not isinstance(psk, str) or not psk:
+        raise ConfigError(f"{where}: 'psk' (or 'psk_file') is required")
+    try:
+        p1 = tuple(suites.phase1(s, p1_life) for s in optional(t, "phase1", list, ["aes256-sha256-modp2048"], where))
+        p2 = tuple(suites.phase2(s, p2_life) for s in optional(t, "phase2", list,
+                                                               ["aes128gcm16", "aes256-sha256", "aes256-sha1"], where))
+    except UnsupportedAlgorithm as e:
+        raise ConfigError(f"{where}: {e}") from e
+    return GroupPolicy(
+        name=name,
+        psk=psk.encode(),
+        pool=_net(optional(t, "pool", str, "10.40.1.0/24", where), f"{where} pool"),
+        dns=tuple(_ip(a, f"{where} dns") for a in optional(t, "dns", list, [], where)),
+        nbns=tuple(_ip(a, f"{where} nbns") for a in optional(t, "nbns", list, [], where)),
+        domain=optional(t, "domain", str, "", where),
+        banner=optional(t, "banner", str, "", where),
+        split_networks=tuple(_net(n, f"{where} split_networks")
+                             for n in optional(t, "split_networks", list, [], where)),
+        save_password=optional(t, "save_password", bool, False, where),
+        pfs=optional(t, "pfs", bool, False, where),
+        phase1=p1,
+        phase2=p2,
+        xauth=optional(t, "xauth", bool, True, where),
+        main_mode=optional(t, "main_mode", bool, True, where),
+    )
+
+
+def load(path: str | Path) -> ConcentratorSettings:
+    path = Path(path)
+    doc = load_toml(path)
+    c = require(doc, "concentrator", dict, str(path))
+    where = f"{path} [concentrator]"
+    address = _ip(require(c, "address", str, where), where)
+    p1_life = optional(c, "phase1_lifetime", int, 86400, where)
+    p2_life = optional(c, "phase2_lifetime", int, 28800, where)
+    groups_t = require(doc, "groups", dict, str(path))
+    groups = {name: _group(name, t, path, p1_life, p2_life) for name, t in groups_t.items()}
+    if not groups:
+        raise ConfigError(f"{path}: at least one [groups.NAME] is required")
+    users = optional(doc, "users", dict, {}, str(path))
+    for u, h in users.items():
+        if not isinstance(h, str) or not h.startswith("scrypt$"):
+            raise ConfigError(f"{path} [users] {u}: store a hash written by 'natt-concentrator passwd', not a password")
+
+    def verify(user: str, password: str) -> bool:
+        stored = users.get(user)
+        if stored is None:
+            return False
+        try:
+            return verify_password(stored, password)
+        except PasswordFormatError:
+            return False
+
+    timers = Timers(
+        keepalive_interval=float(optional(c, "keepalive_interval", (int, float), 20, where)),
+        dpd_interval=float(optional(c, "dpd_interval", (int, float), 30, where)),
+    )
+    policy = ConcentratorPolicy(
+        address=address,
+        groups=groups,
+        verify_user=verify,
+        nat_traversal=optional(c, "nat_traversal", bool, False, where),
+        phase1_lifetime=p1_life,
+        phase2_lifetime=p2_life,
+        session_limit=optional(c, "session_limit", int, 100, where),
+        xauth_max_tries=optional(c, "xauth_max_tries", int, 3, where),
+        modecfg_push=optional(c, "modecfg", str, "pull", where) == "push",
+        version=optional(c, "version", str, "natt concentrator 0.1", where),
+        timers=timers,
+    )
+    return ConcentratorSettings(
+        path=path,
+        address=address,
+        tun=optional(c, "tun", str, "natt0", where),
+        control_socket=optional(c, "control_socket", str, DEFAULT_SOCKET, where),
+        policy=policy,
+        users=dict(users),
+        log_capacity=optional(c, "log_capacity", int, 10000, where),
+        log_secrets=optional(c, "log_secrets", bool, False, where),
+    )

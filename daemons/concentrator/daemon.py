@@ -1,0 +1,200 @@
+"""The concentrator: IKE responder on UDP 500/4500, userspace ESP, a TUN on the private side."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from natt.events.ikelog import IkeLogger
+from natt_daemons.common import sdnotify
+from natt_daemons.common.control import ControlError, ControlServer
+from natt_daemons.common.datapath import Datapath, Inbound
+from natt_daemons.common.ikeio import IkeDriver
+from natt_daemons.common.tun import Tun, add_route, del_route, open_tun
+from natt_daemons.concentrator import views
+from natt_daemons.concentrator.config import ConcentratorSettings, load
+
+from natt.ike.endpoint import IkeEndpoint
+from natt.ike.events import ChildSaDown, ChildSaUp, IkeEvent, IkeSaDown, PortFloated
+from natt.ike.ikesa import IkeSA, State
+
+log = logging.getLogger("natt.concentrator")
+
+
+class Concentrator:
+    def __init__(self, settings: ConcentratorSettings) -> None:
+        self.settings = settings
+        self.events = IkeLogger(role="concentrator", capacity=settings.log_capacity,
+                                reveal_secrets=settings.log_secrets)
+        self.endpoint = IkeEndpoint(settings.address, settings.policy, ike_port=settings.ike_port,
+                                    natt_port=settings.natt_port)
+        self.driver: IkeDriver | None = None
+        self.datapath: Datapath | None = None
+        self.tun: Tun | None = None
+        self.control = ControlServer(settings.control_socket)
+        self.started_wall = time.time()
+        self.login_wall: dict[int, float] = {}
+        self._stop = asyncio.Event()
+        self._routes: list[str] = []
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        self.tun = open_tun(s.tun)
+        for group in s.policy.groups.values():
+            add_route(group.pool, dev=s.tun)
+            self._routes.append(group.pool)
+        self.driver = IkeDriver(self.endpoint, self._on_event)
+        await self.driver.listen(s.address, s.ike_port)
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        udp.bind((s.address, s.natt_port))
+        udp.setblocking(False)
+        self.driver.attach(s.natt_port, udp)
+        raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, 50)
+        raw.setblocking(False)
+        raw.bind((s.address, 0))
+        self.datapath = Datapath(self.tun.fd, udp, raw, on_ike=self.driver.feed, on_first_data=self._first_data,
+                                 on_inbound=lambda sa_id: self.endpoint.note_inbound_traffic(sa_id, loop.time()))
+        self.datapath.start(loop)
+        self._register_commands()
+        await self.control.start()
+        if s.policy.nat_traversal is False:
+            log.warning("NAT transparency (nat_traversal) is off: clients behind NAT/PAT will connect but pass "
+                        "no data. Set nat_traversal = true to enable NAT-T.")
+        log.info("listening on %s UDP %d/%d, private side via %s", s.address, s.ike_port, s.natt_port, s.tun)
+        sdnotify.ready(f"listening on {s.address}")
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        await self.start()
+        await self._stop.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        sdnotify.stopping()
+        now = asyncio.get_running_loop().time()
+        for sa in list(self.endpoint.sas.values()):
+            self.endpoint.delete_sa(sa.id, now, "concentrator shutting down")
+        if self.driver is not None:
+            self.driver.flush()
+        loop = asyncio.get_running_loop()
+        if self.datapath is not None:
+            self.datapath.stop(loop)
+        await self.control.close()
+        if self.driver is not None:
+            self.driver.close()
+        for pool in self._routes:
+            del_route(pool, dev=self.settings.tun)
+        if self.tun is not None:
+            self.tun.close()
+        log.info("stopped")
+
+    def reload(self) -> None:
+        """SIGHUP: new policy (groups, users, NAT transparency) for new sessions; live ones stay."""
+        try:
+            new = load(self.settings.path)
+        except Exception as e:
+            log.error("reload failed, keeping the old configuration: %s", e)
+            return
+        self.settings.policy = new.policy
+        self.settings.users = new.users
+        self.endpoint.policy = new.policy
+        log.info("configuration reloaded (nat_traversal=%s)", new.policy.nat_traversal)
+
+    # -- core events → datapath and log ------------------------------------------------------
+
+    def _on_event(self, event: IkeEvent) -> None:
+        sa = self.endpoint.sas.get(event.sa_id)
+        self.events.record(event, time.time(), sa)
+        dp = self.datapath
+        assert dp is not None
+        if isinstance(event, ChildSaUp) and sa is not None:
+            dp.install(event, sa.remote)
+            self.login_wall.setdefault(sa.id, time.time())
+        elif isinstance(event, ChildSaDown):
+            dp.remove(event.inbound_spi)
+        elif isinstance(event, PortFloated) and sa is not None:
+            dp.update_remote(sa.id, sa.remote)
+        elif isinstance(event, IkeSaDown):
+            self.login_wall.pop(event.sa_id, None)
+
+    def _first_data(self, entry: Inbound) -> None:
+        self.events.first_data(entry.esp.spi, entry.sa_id, time.time())
+
+    # -- control ------------------------------------------------------------------------------
+
+    def _sessions(self) -> list[IkeSA]:
+        return [sa for sa in self.endpoint.sas.values() if sa.state is not State.DELETED]
+
+    def _register_commands(self) -> None:
+        c = self.control
+        c.command("sessions", self._cmd_sessions)
+        c.command("session", self._cmd_session)
+        c.command("logout", self._cmd_logout)
+        c.command("log", self._cmd_log)
+        c.stream("log-follow", self._stream_log)
+        c.command("status", self._cmd_status)
+
+    async def _cmd_sessions(self, args: dict[str, Any]) -> Any:
+        assert self.datapath
+        return views.sessions(self.endpoint, self.datapath, self.login_wall, self.settings, time.time())
+
+    async def _cmd_session(self, args: dict[str, Any]) -> Any:
+        assert self.datapath
+        user = str(args.get("user", ""))
+        found = [sa for sa in self._sessions() if sa.user == user]
+        if not found:
+            raise ControlError(f"no session for user {user!r}")
+        return [views.session_detail(sa, self.datapath, self.login_wall, time.time()) for sa in found]
+
+    async def _cmd_logout(self, args: dict[str, Any]) -> Any:
+        user = str(args.get("user", ""))
+        found = [sa for sa in self._sessions() if sa.user == user]
+        if not found:
+            raise ControlError(f"no session for user {user!r}")
+        now = asyncio.get_running_loop().time()
+        for sa in found:
+            self.endpoint.delete_sa(sa.id, now, "administrator logout")
+        assert self.driver
+        self.driver.flush()
+        return {"logged_out": len(found)}
+
+    async def _cmd_log(self, args: dict[str, Any]) -> Any:
+        return self.events.query(args)
+
+    async def _stream_log(self, args: dict[str, Any]) -> AsyncIterator[Any]:
+        for item in self.events.query(args):
+            yield item
+        async for item in self.events.follow(args):
+            yield item
+
+    async def _cmd_status(self, args: dict[str, Any]) -> Any:
+        assert self.datapath
+        return {
+            "address": self.settings.address,
+            "nat_traversal": self.settings.policy.nat_traversal,
+            "sessions": len(self._sessions()),
+            "refusals": dict(self.endpoint.stats),
+            "datapath_drops": dict(self.datapath.stats.drops),
+            "uptime": int(time.time() - self.started_wall),
+        }
+
+
+def serve(config: str) -> int:
+    settings = load(config)
+    daemon = Concentrator(settings)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(daemon.run())
+    return 0
