@@ -80,3 +80,32 @@ def test_no_nat_sends_raw_esp(tmp_path: Path) -> None:
     _assert_clean(_tshark(pcap, "-V"))
     protos = _tshark(pcap, "-T", "fields", "-e", "ip.proto", "-e", "udp.dstport").split()
     assert "50" in protos and "4500" not in protos, "no NAT: ESP is IP protocol 50, nothing on 4500"
+
+
+def test_refusals_deletes_and_legacy_decode_cleanly(tmp_path: Path) -> None:
+    """Notifies (AUTHENTICATION-FAILED, NO-PROPOSAL-CHOSEN), XAUTH failure, deletes, the seed's 3DES suite."""
+    from natt.ike.config import SEED_PHASE1, SEED_PHASE2, GroupPolicy, Phase1Proposal
+
+    group = GroupPolicy("ciscovpn", b"cisco123", phase1=(SEED_PHASE1, Phase1Proposal()), phase2=(SEED_PHASE2,))
+    net = Network(make_policy(groups={"ciscovpn": group}, xauth_max_tries=1), CONCENTRATOR,
+                  Pat(ipaddress.IPv4Network("10.10.10.0/24"), "203.0.113.78"))
+    for i in range(1, 5):
+        net.add_client(f"c{i}", f"10.10.10.{i + 1}")
+    net.connect("c1", make_profile(psk=b"wrong"))
+    net.connect("c2", make_profile(password="wrong"))
+    net.connect("c3", make_profile(phase1=(Phase1Proposal(group=15),)))
+    net.connect("c4", make_profile("vpnclient2", phase1=(SEED_PHASE1,), phase2=(SEED_PHASE2,)))
+    net.pump()
+    c4 = net.clients["c4"]
+    (sa_id,) = c4.endpoint.sas
+    c4.endpoint.delete_sa(sa_id, net.now, "user disconnect")
+    net.pump()
+    # The wrong-PSK half-open SA is not torn down by the client's unauthenticated notify: it times out.
+    assert len(net.concentrator.endpoint.sas) == 1
+    net.advance(31.0)
+    assert not net.concentrator.endpoint.sas, "every session refused, deleted or timed out"
+    pcap = tmp_path / "refusals.pcap"
+    _capture(net, pcap)
+    verbose = _tshark(pcap, "-V")
+    _assert_clean(verbose)
+    assert "AUTHENTICATION-FAILED" in verbose and "NO-PROPOSAL-CHOSEN" in verbose
