@@ -4,7 +4,8 @@ PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 PYTEST_ARGS ?=
-APT_PACKAGES := tshark iproute2 nftables conntrack
+APT_PACKAGES := tshark iproute2 nftables conntrack systemd iputils-ping iperf3
+LAB_PREFIX ?= natt-
 
 .PHONY: test deps apt-deps venv lint unit protocol clean
 
@@ -45,3 +46,35 @@ lint: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+.PHONY: lab-net lab-down lab-shell
+
+# The lab network only (namespaces <prefix><role>, veths, bridges, addresses, routes); no daemons.
+lab-net: venv
+	$(VENV)/bin/natt-lab net-up --prefix '$(LAB_PREFIX)'
+
+# Removes the lab. Uses natt-lab when the venv works; otherwise a pure-shell cleanup that signals only
+# the PIDs recorded in the lab's pidfiles (and only while their start time still matches the record),
+# then deletes only the namespaces and root-namespace veths named <prefix><letters/digits/_>.
+lab-down:
+	@if [ -x $(VENV)/bin/natt-lab ] && $(VENV)/bin/natt-lab down --prefix '$(LAB_PREFIX)'; then exit 0; fi; \
+	case '$(LAB_PREFIX)' in ''|*[!A-Za-z0-9_-]*|*[!-]) echo "bad LAB_PREFIX '$(LAB_PREFIX)'"; exit 2;; esac; \
+	echo "natt-lab not usable: shell cleanup of lab '$(LAB_PREFIX)'"; \
+	run=/run/natt-lab/$(LAB_PREFIX); \
+	live() { for f in "$$run"/pids/*.pid; do [ -f "$$f" ] || continue; read -r pid start _ < "$$f"; \
+	  [ -n "$$pid" ] && [ "$$(sed 's/^.*) //' /proc/$$pid/stat 2>/dev/null | awk '$$1 != "Z" {print $$20}')" = "$$start" ] \
+	  && echo $$pid; done; return 0; }; \
+	pids=$$(live); [ -z "$$pids" ] || { echo "stopping pids" $$pids; kill -TERM $$pids; }; \
+	for i in $$(seq 50); do [ -z "$$(live)" ] && break; sleep 0.1; done; \
+	pids=$$(live); [ -z "$$pids" ] || { echo "killing pids" $$pids; kill -KILL $$pids; }; \
+	rm -rf "$$run/pids"; rmdir "$$run" 2>/dev/null || true; \
+	for ns in $$(ip netns list | awk '{print $$1}' | grep -E '^$(LAB_PREFIX)[A-Za-z0-9_]+$$'); do \
+	  echo "removing namespace $$ns"; ip netns del "$$ns"; done; \
+	for l in $$(ip -o link show type veth | awk -F': ' '{print $$2}' | cut -d@ -f1 | grep -E '^$(LAB_PREFIX)[A-Za-z0-9_]+$$'); do \
+	  echo "removing link $$l"; ip link del "$$l" 2>/dev/null || true; done; \
+	echo "lab '$(LAB_PREFIX)' is down"
+
+# An interactive shell in one namespace of the lab: make lab-shell NS=client1
+lab-shell: venv
+	@[ -n "$(NS)" ] || { echo "usage: make lab-shell NS=client1|client2|pat|inet|pubclient|conc|server"; exit 2; }
+	$(VENV)/bin/natt-lab shell '$(NS)' --prefix '$(LAB_PREFIX)'
