@@ -139,9 +139,9 @@ def _notify(ep: IkeEndpoint, sa: IkeSA, n: Notify) -> None:
         seq = int.from_bytes(n.data[:4], "big") if len(n.data) >= 4 else 0
         ep.emit(DpdEvent(sa.id, sa.peer, "heartbeat-received", seq))
     elif n.notify_type == NotifyType.RESPONDER_LIFETIME and n.protocol_id == ProtocolId.ISAKMP:
-        from natt.ike.quick import _lifetime_seconds
+        from natt.ike.proposals import lifetime_seconds
 
-        seconds = _lifetime_seconds(n.data)
+        seconds = lifetime_seconds(n.data, n.protocol_id)
         if seconds and sa.established_at is not None:
             sa.expires_at = min(sa.expires_at or float("inf"), sa.established_at + seconds)
 

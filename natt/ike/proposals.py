@@ -186,3 +186,27 @@ def read_phase2_reply(
         if _same_suite2(chosen, ours):
             return replace(chosen, lifetime=min(chosen.lifetime, ours.lifetime)), encap, prop.spi
     raise NoProposalChosen("responder chose a phase 2 transform we did not offer")
+
+
+def lifetime_seconds(data: bytes, protocol_id: int) -> int | None:
+    """The seconds in a RESPONDER-LIFETIME notify's attributes (RFC 2407 4.6.3).
+
+    Phase 1 (protocol ISAKMP) uses the IKE attribute numbers, phase 2 the IPsec DOI ones.
+    """
+    from natt.errors import DecodeError
+    from natt.wire.buffer import Reader
+    from natt.wire.payloads.sa import decode_attributes
+
+    life_type, duration = ((IkeAttr.LIFE_TYPE, IkeAttr.LIFE_DURATION) if protocol_id == ProtocolId.ISAKMP
+                           else (IpsecAttr.SA_LIFE_TYPE, IpsecAttr.SA_LIFE_DURATION))
+    try:
+        attrs = decode_attributes(Reader(data))
+        current = None
+        for a in attrs:
+            if a.type == life_type:
+                current = a.as_int()
+            elif a.type == duration and current == LifeType.SECONDS:
+                return a.as_int()
+    except DecodeError:
+        return None
+    return None

@@ -15,9 +15,9 @@ from natt.crypto.dh import get_group
 from natt.errors import InvalidHashInformation, InvalidIdInformation, MissingPayload, UnexpectedMessage
 from natt.esp.transforms import make_transform
 from natt.ike.config import Phase2Proposal
-from natt.ike.events import ChildSaDown, ChildSaUp, WeakAlgorithm
+from natt.ike.events import ChildSaDown, ChildSaUp, NotifyReceived, WeakAlgorithm
 from natt.ike.ikesa import ChildSA, IkeSA, QuickModeState, Role
-from natt.ike.proposals import phase2_sa, read_phase2_reply, select_phase2
+from natt.ike.proposals import lifetime_seconds, phase2_sa, read_phase2_reply, select_phase2
 from natt.wire.constants import (
     EncapsulationMode,
     ExchangeType,
@@ -189,8 +189,9 @@ def _i2(ep: IkeEndpoint, sa: IkeSA, msg: Message, qm: QuickModeState, data: byte
             raise MissingPayload("PFS negotiated but no KE in the Quick Mode reply")
         qm.gxy = qm.dh.shared_secret(ke.data)
     for n in msg.notifies():
+        ep.emit(NotifyReceived(sa.id, sa.peer, n.notify_type, n.protocol_id, n.spi, n.data))
         if n.notify_type == NotifyType.RESPONDER_LIFETIME:
-            qm.responder_lifetime = _lifetime_seconds(n.data)
+            qm.responder_lifetime = lifetime_seconds(n.data, n.protocol_id)
     ep.answered(sa, mid)
     h3 = kdf.qm_hash3(sa.hash, sa.skeyid_a, mid, qm.ni, qm.nr)
     ep.send(sa, ExchangeType.QUICK_MODE, mid, [Hash(data=h3)], encrypt=True, in_reply_to=data)
@@ -204,18 +205,6 @@ def _r3(ep: IkeEndpoint, sa: IkeSA, msg: Message, qm: QuickModeState) -> None:
         raise InvalidHashInformation("Quick Mode HASH(3) does not match")
     ep.answered(sa, mid)
     _install(ep, sa, qm)
-
-
-def _lifetime_seconds(data: bytes) -> int | None:
-    from natt.wire.buffer import Reader
-    from natt.wire.payloads.sa import decode_attributes
-
-    attrs = decode_attributes(Reader(data))
-    life_type = next((a.as_int() for a in attrs if a.type == IpsecAttr.SA_LIFE_TYPE), None)
-    for a in attrs:
-        if a.type == IpsecAttr.SA_LIFE_DURATION and life_type == LifeType.SECONDS:
-            return a.as_int()
-    return None
 
 
 def _install(ep: IkeEndpoint, sa: IkeSA, qm: QuickModeState) -> None:
