@@ -11,15 +11,16 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from natt.events.ikelog import IkeLogger
 from natt_daemons.common import sdnotify
 from natt_daemons.common.control import ControlError, ControlServer
 from natt_daemons.common.datapath import Datapath, Inbound
 from natt_daemons.common.ikeio import IkeDriver
+from natt_daemons.common.logstream import follow
 from natt_daemons.common.tun import Tun, add_route, del_route, open_tun
 from natt_daemons.concentrator import views
 from natt_daemons.concentrator.config import ConcentratorSettings, load
 
+from natt.events.ikelog import IkeLogger
 from natt.ike.endpoint import IkeEndpoint
 from natt.ike.events import ChildSaDown, ChildSaUp, IkeEvent, IkeSaDown, PortFloated
 from natt.ike.ikesa import IkeSA, State
@@ -177,7 +178,7 @@ class Concentrator:
     async def _stream_log(self, args: dict[str, Any]) -> AsyncIterator[Any]:
         for item in self.events.query(args):
             yield item
-        async for item in self.events.follow(args):
+        async for item in follow(self.events, args):
             yield item
 
     async def _cmd_status(self, args: dict[str, Any]) -> Any:

@@ -1,0 +1,93 @@
+"""The client's profile (TOML) → a ClientProfile for the core and settings for the daemon."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from natt_daemons.common.config import ConfigError, load_toml, optional, require
+
+from natt.errors import UnsupportedAlgorithm
+from natt.ike import suites
+from natt.ike.config import ClientProfile, Timers
+
+
+@dataclass
+class ClientSettings:
+    path: Path
+    name: str
+    profile: ClientProfile
+    tun: str
+    control_socket: str
+    autoconnect: bool
+    reconnect: bool
+    log_capacity: int = 5000
+    log_secrets: bool = False
+
+
+def load(path: str | Path, password: str | None = None) -> ClientSettings:
+    path = Path(path)
+    doc = load_toml(path)
+    c = require(doc, "client", dict, str(path))
+    where = f"{path} [client]"
+    peer = require(c, "concentrator", str, where)
+    try:
+        ipaddress.IPv4Address(peer)
+    except ValueError as e:
+        raise ConfigError(f"{where}: concentrator {peer!r} is not an IPv4 address") from e
+    psk = c.get("psk")
+    if "psk_file" in c:
+        try:
+            psk = (path.parent / str(c["psk_file"])).read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"{where}: psk_file: {e}") from e
+    if not isinstance(psk, str) or not psk:
+        raise ConfigError(f"{where}: 'psk' (the group password) is required")
+    if password is None:
+        password = optional(c, "password", str, "", where)
+        if "password_file" in c:
+            try:
+                password = (path.parent / str(c["password_file"])).read_text().strip()
+            except OSError as e:
+                raise ConfigError(f"{where}: password_file: {e}") from e
+    mode = optional(c, "mode", str, "aggressive", where)
+    if mode not in ("aggressive", "main"):
+        raise ConfigError(f"{where}: mode must be 'aggressive' or 'main'")
+    try:
+        p1 = tuple(suites.phase1(s) for s in optional(c, "phase1", list, ["aes256-sha256-modp2048"], where))
+        p2 = tuple(suites.phase2(s) for s in optional(c, "phase2", list,
+                                                      ["aes128gcm16", "aes256-sha256", "aes256-sha1"], where))
+    except UnsupportedAlgorithm as e:
+        raise ConfigError(f"{where}: {e}") from e
+    timers = Timers(
+        keepalive_interval=float(optional(c, "keepalive_interval", (int, float), 20, where)),
+        dpd_interval=float(optional(c, "dpd_interval", (int, float), 30, where)),
+        heartbeat_interval=float(optional(c, "heartbeat_interval", (int, float), 0, where)),
+    )
+    name = optional(c, "name", str, path.stem, where)
+    profile = ClientProfile(
+        peer=peer,
+        group=require(c, "group", str, where),
+        psk=psk.encode(),
+        username=optional(c, "username", str, "", where),
+        password=password,
+        mode=mode,
+        nat_traversal=optional(c, "transparent_tunneling", bool, True, where),
+        force_natt=optional(c, "force_natt", bool, False, where),
+        phase1=p1,
+        phase2=p2,
+        app_version=optional(c, "app_version", str, "natt client 0.1", where),
+        timers=timers,
+    )
+    return ClientSettings(
+        path=path,
+        name=name,
+        profile=profile,
+        tun=optional(c, "tun", str, "natt-vpn0", where),
+        control_socket=optional(c, "control_socket", str, f"/run/natt/client-{name}.sock", where),
+        autoconnect=optional(c, "autoconnect", bool, True, where),
+        reconnect=optional(c, "reconnect", bool, True, where),
+        log_capacity=optional(c, "log_capacity", int, 5000, where),
+        log_secrets=optional(c, "log_secrets", bool, False, where),
+    )

@@ -1,0 +1,301 @@
+"""The VPN client: IKE initiator, a TUN virtual adapter with the assigned address, routes, status."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from natt_daemons.client.config import ClientSettings, load
+from natt_daemons.common import sdnotify
+from natt_daemons.common.control import ControlError, ControlServer
+from natt_daemons.common.datapath import Datapath
+from natt_daemons.common.ikeio import IkeDriver
+from natt_daemons.common.logstream import follow
+from natt_daemons.common.tun import (
+    Tun,
+    add_address,
+    add_route,
+    default_gateway,
+    del_route,
+    open_tun,
+    source_address_for,
+)
+
+from natt.esp.transforms import make_transform
+from natt.events.ikelog import IkeLogger
+from natt.ike.endpoint import IkeEndpoint
+from natt.ike.events import ChildSaDown, ChildSaUp, IkeEvent, IkeSaDown, ModeConfigDone
+from natt.ike.ikesa import IkeSA
+
+log = logging.getLogger("natt.client")
+NO_ANSWER_THRESHOLD = 5  # packets encrypted with none decrypted before we call it a black hole
+
+
+class Client:
+    def __init__(self, settings: ClientSettings) -> None:
+        self.settings = settings
+        self.events = IkeLogger(role="client", capacity=settings.log_capacity, reveal_secrets=settings.log_secrets)
+        self.local = source_address_for(settings.profile.peer)
+        self.endpoint = IkeEndpoint(self.local)
+        self.driver: IkeDriver | None = None
+        self.datapath: Datapath | None = None
+        self.tun: Tun | None = None
+        self.control = ControlServer(settings.control_socket)
+        self.sa_id: int | None = None
+        self.state = "disconnected"
+        self.connected_at: float | None = None
+        self.assigned: ModeConfigDone | None = None
+        self.routes: list[tuple[str, dict[str, str]]] = []
+        self.want_connected = False
+        self.last_error = ""
+        self.diagnosis: list[str] = []
+        self._stop = asyncio.Event()
+        self._reconnect: asyncio.TimerHandle | None = None
+        self._ready_sent = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.tun = open_tun(self.settings.tun)
+        self.driver = IkeDriver(self.endpoint, self._on_event)
+        await self.driver.listen(self.local, 500)
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        udp.bind((self.local, self.endpoint.natt_port))
+        udp.setblocking(False)
+        self.driver.attach(self.endpoint.natt_port, udp)
+        raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, 50)
+        raw.setblocking(False)
+        self.datapath = Datapath(self.tun.fd, udp, raw, on_ike=self.driver.feed,
+                                 on_inbound=lambda sa_id: self.endpoint.note_inbound_traffic(sa_id, loop.time()))
+        self.datapath.start(loop)
+        for name, handler in (("connect", self._cmd_connect), ("disconnect", self._cmd_disconnect),
+                              ("status", self._cmd_status), ("log", self._cmd_log)):
+            self.control.command(name, handler)
+        self.control.stream("log-follow", self._stream_log)
+        await self.control.start()
+        loop.call_later(2.0, self._diagnose_tick)
+        if self.settings.autoconnect:
+            self.connect()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        await self.start()
+        await self._stop.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        sdnotify.stopping()
+        self.disconnect("client shutting down")
+        loop = asyncio.get_running_loop()
+        if self.datapath is not None:
+            self.datapath.stop(loop)
+        await self.control.close()
+        if self.driver is not None:
+            self.driver.close()
+        if self.tun is not None:
+            self.tun.close()
+
+    def reload(self) -> None:
+        try:
+            new = load(self.settings.path, self.settings.profile.password)
+        except Exception as e:
+            log.error("reload failed, keeping the old profile: %s", e)
+            return
+        self.settings = new
+        log.info("profile reloaded; it applies from the next connect")
+
+    # -- connect / disconnect -----------------------------------------------------------------------
+
+    def connect(self) -> None:
+        if self.sa_id is not None and self.sa_id in self.endpoint.sas:
+            return
+        assert self.driver
+        self.want_connected = True
+        self.state = "connecting"
+        self.diagnosis = []
+        self.last_error = ""
+        self.sa_id = self.endpoint.connect(self.settings.profile, self.driver.now(), local_port=500)
+        log.info("connecting to %s as %s", self.settings.profile.peer, self.settings.profile.username)
+        self.driver.flush()
+
+    def disconnect(self, reason: str = "user request") -> None:
+        self.want_connected = False
+        if self._reconnect is not None:
+            self._reconnect.cancel()
+            self._reconnect = None
+        if self.sa_id is not None and self.driver is not None:
+            self.endpoint.delete_sa(self.sa_id, self.driver.now(), reason)
+            self.driver.flush()
+        self._teardown_network()
+        self.sa_id = None
+        self.state = "disconnected"
+
+    # -- core events ------------------------------------------------------------------------------
+
+    def _sa(self) -> IkeSA | None:
+        return self.endpoint.sas.get(self.sa_id) if self.sa_id is not None else None
+
+    def _on_event(self, event: IkeEvent) -> None:
+        sa = self.endpoint.sas.get(event.sa_id)
+        self.events.record(event, time.time(), sa)
+        dp = self.datapath
+        assert dp is not None
+        if isinstance(event, ModeConfigDone):
+            self.assigned = event
+            self._setup_network(event)
+        elif isinstance(event, ChildSaUp) and sa is not None:
+            dp.install(event, sa.remote)
+            if self.state != "connected":
+                self.state = "connected"
+                self.connected_at = time.time()
+            if not self._ready_sent:
+                self._ready_sent = sdnotify.ready(f"connected to {self.settings.profile.peer}") or True
+        elif isinstance(event, ChildSaDown):
+            dp.remove(event.inbound_spi)
+        elif isinstance(event, IkeSaDown) and event.sa_id == self.sa_id:
+            self.last_error = event.reason
+            self._teardown_network()
+            self.sa_id = None
+            self.state = "disconnected"
+            if self.want_connected and self.settings.reconnect and "XAUTH" not in event.reason:
+                self._schedule_reconnect()
+
+    def _schedule_reconnect(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.state = "reconnecting"
+        self._reconnect = loop.call_later(5.0, self._do_reconnect)
+
+    def _do_reconnect(self) -> None:
+        self._reconnect = None
+        if self.want_connected:
+            self.connect()
+
+    # -- the virtual adapter and routes ---------------------------------------------------------------
+
+    def _setup_network(self, cfg: ModeConfigDone) -> None:
+        assert self.tun
+        peer = self.settings.profile.peer
+        add_address(self.tun.name, cfg.address, 32)
+        gw = default_gateway()
+        if gw is not None:
+            # Keep IKE and ESP to the concentrator on the physical path once everything else is tunnelled.
+            add_route(f"{peer}/32", gateway=gw[0], dev=gw[1])
+            self.routes.append((f"{peer}/32", {"dev": gw[1]}))
+        nets = list(cfg.split_networks) or ["0.0.0.0/1", "128.0.0.0/1"]
+        for net in nets:
+            add_route(net, dev=self.tun.name)
+            self.routes.append((net, {"dev": self.tun.name}))
+
+    def _teardown_network(self) -> None:
+        for dst, kw in reversed(self.routes):
+            del_route(dst, **kw)
+        self.routes = []
+        if self.tun is not None and self.assigned is not None:
+            with contextlib.suppress(Exception):
+                from pyroute2 import IPRoute
+
+                with IPRoute() as ipr:
+                    idx = ipr.link_lookup(ifname=self.tun.name)[0]
+                    ipr.addr("del", index=idx, address=self.assigned.address, prefixlen=32)
+        self.assigned = None
+
+    # -- status and diagnosis ---------------------------------------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        dp = self.datapath
+        assert dp
+        c = {"packets_encrypted": 0, "packets_decrypted": 0, "bytes_encrypted": 0, "bytes_decrypted": 0}
+        for entry in dp.inbound.values():
+            c["packets_decrypted"] += entry.esp.packets
+            c["bytes_decrypted"] += entry.esp.bytes
+            c["packets_encrypted"] += entry.outbound.esp.packets
+            c["bytes_encrypted"] += entry.outbound.esp.bytes
+        esp_errors = sum(sum(e.esp.errors.values()) for e in dp.inbound.values())
+        c["packets_dropped"] = sum(dp.stats.drops.values()) + esp_errors
+        return c
+
+    def _diagnose_tick(self) -> None:
+        asyncio.get_running_loop().call_later(2.0, self._diagnose_tick)
+        sa = self._sa()
+        if sa is None or self.state != "connected" or self.diagnosis:
+            return
+        c = self.counters()
+        if c["packets_encrypted"] >= NO_ANSWER_THRESHOLD and c["packets_decrypted"] == 0:
+            text = (f"{c['packets_encrypted']} packets encrypted, none decrypted: the tunnel is up but nothing "
+                    "comes back.")
+            if self.settings.profile.nat_traversal and sa.natt is None:
+                text += (" Transparent tunneling is on here, but the concentrator did not negotiate NAT-T, so ESP "
+                         "travels as IP protocol 50, which a PAT device drops. Likely cause: NAT Transparency "
+                         "(nat_traversal) is disabled on the concentrator; ask its administrator to enable it.")
+            self.diagnosis.append(text)
+            self.events.diagnosis(text, time.time(), sa)
+            log.warning("%s", text)
+
+    async def _cmd_connect(self, args: dict[str, Any]) -> Any:
+        self.connect()
+        return {"state": self.state}
+
+    async def _cmd_disconnect(self, args: dict[str, Any]) -> Any:
+        if self.sa_id is None and self.state == "disconnected":
+            raise ControlError("not connected")
+        self.disconnect()
+        return {"state": self.state}
+
+    async def _cmd_status(self, args: dict[str, Any]) -> Any:
+        sa = self._sa()
+        status: dict[str, Any] = {
+            "state": self.state,
+            "profile": self.settings.name,
+            "concentrator": self.settings.profile.peer,
+            "username": self.settings.profile.username,
+            "local_address": self.local,
+            "assigned_address": self.assigned.address if self.assigned else None,
+            "tunnel_port": 0,
+            "transparent_tunneling": self.settings.profile.nat_traversal,
+            "time_up": int(time.time() - self.connected_at) if self.connected_at and self.state == "connected" else 0,
+            "last_error": self.last_error,
+            "diagnosis": self.diagnosis,
+            **self.counters(),
+        }
+        if sa is not None:
+            status["tunnel_port"] = sa.remote[1] if sa.udp_encap else 0
+            status["nat"] = {"this_end_behind_nat": sa.nat.local_behind_nat if sa.nat else False,
+                             "remote_end_behind_nat": sa.nat.remote_behind_nat if sa.nat else False,
+                             "natt": sa.natt.name if sa.natt else None}
+            status["ike"] = {"mode": sa.mode, "encryption": sa.cipher.name if sa.cipher else "",
+                             "hashing": sa.hash.name if sa.hash else "", "state": sa.state.value}
+            status["ipsec"] = [
+                {"local": c.local_selector, "remote": c.remote_selector,
+                 "transform": make_transform(c.proposal.transform, c.proposal.key_bits, c.proposal.auth).name,
+                 "inbound_spi": f"0x{c.inbound_spi:08x}", "outbound_spi": f"0x{c.outbound_spi:08x}"}
+                for c in sa.children.values()]
+            status["routes"] = [r[0] for r in self.routes]
+        return status
+
+    async def _cmd_log(self, args: dict[str, Any]) -> Any:
+        return self.events.query(args)
+
+    async def _stream_log(self, args: dict[str, Any]) -> AsyncIterator[Any]:
+        for item in self.events.query(args):
+            yield item
+        async for item in follow(self.events, args):
+            yield item
+
+
+def serve(config: str, password: str | None = None) -> int:
+    settings = load(config, password)
+    client = Client(settings)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(client.run())
+    return 0

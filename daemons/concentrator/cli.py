@@ -1,0 +1,167 @@
+"""natt-concentrator: run the daemon and look into it."""
+
+from __future__ import annotations
+
+import getpass
+import time
+from typing import Any
+
+import click
+from natt_daemons.common.cli import emit, request, run_daemon, setup_logging, socket_path, stream
+from natt_daemons.common.passwords import hash_password
+from natt_daemons.concentrator import config as cfg
+
+SOCKET_OPTS = [
+    click.option("--socket", "sock", help="control socket (default: from --config, else /run/natt/concentrator.sock)"),
+    click.option("--config", "config", type=click.Path(dir_okay=False), help="the daemon's config file"),
+    click.option("--json", "as_json", is_flag=True, help="machine-readable output"),
+]
+
+
+def control_options(f):
+    for opt in reversed(SOCKET_OPTS):
+        f = opt(f)
+    return f
+
+
+def _path(sock: str | None, config: str | None) -> str:
+    return socket_path(sock, config, cfg.load, cfg.DEFAULT_SOCKET)
+
+
+@click.group()
+def main() -> None:
+    """IKEv1 concentrator with NAT-Traversal and userspace ESP."""
+
+
+@main.command()
+@click.option("--config", "config", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("-v", "--verbose", is_flag=True)
+def run(config: str, verbose: bool) -> None:
+    """Run the concentrator in the foreground (SIGHUP reloads, SIGTERM stops and tells peers)."""
+    from natt_daemons.concentrator.daemon import serve
+
+    setup_logging(verbose)
+    run_daemon(lambda: serve(config))
+
+
+@main.command()
+@click.argument("user")
+@click.option("--password-stdin", is_flag=True, help="read the password from standard input")
+def passwd(user: str, password_stdin: bool) -> None:
+    """Print a salted hash for USER, to paste under [users] in the config."""
+    if password_stdin:
+        password = click.get_text_stream("stdin").readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {user}: ")
+        if getpass.getpass("again: ") != password:
+            raise click.ClickException("passwords differ")
+    if not password:
+        raise click.ClickException("empty password")
+    click.echo(f'{user} = "{hash_password(password)}"')
+
+
+def _sessions_text(r: dict[str, Any]) -> str:
+    s = r["summary"]
+    lines = [
+        "Session Summary",
+        f"  Active LAN-to-LAN Sessions     : {s['active_lan_to_lan']}",
+        f"  Active Remote Access Sessions  : {s['active_remote_access']}",
+        f"  Active Management Sessions     : {s['active_management']}",
+        f"  Total Active Sessions          : {s['total_active']}",
+        f"  Peak Concurrent Sessions       : {s['peak_concurrent']}",
+        f"  Concurrent Sessions Limit      : {s['concurrent_limit']}",
+        f"  Total Cumulative Sessions      : {s['total_cumulative']}",
+        "",
+        "Remote Access Sessions",
+        f"{'Username':<12} {'Assigned IP':<15} {'Public IP':<15} {'Group':<10} {'Protocol':<12} "
+        f"{'Encryption':<11} {'Login Time':<19} {'Duration':>9} {'Client Type/Version':<24} {'Bytes Tx':>10} "
+        f"{'Bytes Rx':>10}",
+    ]
+    for u in r["remote_access"]:
+        login = time.strftime("%b %d %H:%M:%S", time.localtime(u["login_time"]))
+        lines.append(f"{u['username']:<12} {u['assigned_ip']:<15} {u['public_ip']:<15} {u['group']:<10} "
+                     f"{u['protocol']:<12} {u['encryption']:<11} {login:<19} {u['duration']:>9} "
+                     f"{u['client'][:24]:<24} {u['bytes_tx']:>10} {u['bytes_rx']:>10}")
+    if not r["remote_access"]:
+        lines.append("  -- none --")
+    return "\n".join(lines)
+
+
+@main.command()
+@control_options
+def sessions(sock: str | None, config: str | None, as_json: bool) -> None:
+    """Administration > Sessions: the summary and the remote access sessions."""
+    emit(request(_path(sock, config), "sessions"), as_json, _sessions_text)
+
+
+def _detail_text(items: list[dict[str, Any]]) -> str:
+    out = []
+    for d in items:
+        ike = d["ike"]
+        out += [
+            f"IKE Session (user {ike['username']}, {ike['public_ip']})",
+            f"  Encryption             : {ike['encryption']}",
+            f"  Hashing                : {ike['hashing']}",
+            f"  Diffie-Hellman Group   : {ike['diffie_hellman_group']}",
+            f"  Authentication Mode    : {ike['authentication_mode']}",
+            f"  IKE Negotiation Mode   : {ike['negotiation_mode']}",
+            f"  Rekey Time Interval    : {ike['rekey_interval']} seconds",
+        ]
+        for i, s in enumerate(d["ipsec"], 1):
+            out += [
+                f"{s['protocol']} Session {i}",
+                f"  Remote Address         : {s['remote_address']}",
+                f"  Local Address          : {s['local_address']}",
+                f"  Encryption             : {s['encryption']}",
+                f"  Hashing                : {s['hashing']}",
+                f"  Encapsulation Mode     : {s['encapsulation_mode']}",
+                f"  UDP Source Port        : {s['udp_source_port']}",
+                f"  UDP Destination Port   : {s['udp_destination_port']}",
+                f"  Inbound / Outbound SPI : {s['inbound_spi']} / {s['outbound_spi']}",
+                f"  Rekey Time Interval    : {s['rekey_interval']} seconds",
+                f"  Bytes Received         : {s['bytes_received']}",
+                f"  Bytes Transmitted      : {s['bytes_transmitted']}",
+            ]
+    return "\n".join(out)
+
+
+@main.command()
+@click.argument("user")
+@control_options
+def session(user: str, sock: str | None, config: str | None, as_json: bool) -> None:
+    """Detail of USER's IKE session and each IPsec/NAT-T session."""
+    emit(request(_path(sock, config), "session", {"user": user}), as_json, _detail_text)
+
+
+@main.command()
+@click.argument("user")
+@control_options
+def logout(user: str, sock: str | None, config: str | None, as_json: bool) -> None:
+    """Log USER out (deletes the SAs and tells the client)."""
+    emit(request(_path(sock, config), "logout", {"user": user}), as_json, lambda r: f"logged out {r['logged_out']}")
+
+
+@main.command("log")
+@click.option("--class", "classes", help="comma-separated event classes, e.g. IKE,IPSECDBG")
+@click.option("--severity", default="1-13", show_default=True, help="range of severities, e.g. 1-5")
+@click.option("--follow", "-f", is_flag=True, help="keep printing new events")
+@control_options
+def log_cmd(classes: str | None, severity: str, follow: bool, sock: str | None, config: str | None,
+            as_json: bool) -> None:
+    """The filterable event log, in the concentrator's format."""
+    args = {"classes": classes.split(",") if classes else None, "severity": severity}
+    path = _path(sock, config)
+    show = (lambda e: click.echo(__import__("json").dumps(e))) if as_json else (lambda e: click.echo(e["text"]))
+    if follow:
+        stream(path, "log-follow", args, show)
+    else:
+        for e in request(path, "log", args):
+            show(e)
+
+
+@main.command()
+@control_options
+def status(sock: str | None, config: str | None, as_json: bool) -> None:
+    """Listening address, NAT transparency switch, refusals and datapath drops."""
+    emit(request(_path(sock, config), "status"), as_json,
+         lambda r: "\n".join(f"{k:<16}: {v}" for k, v in r.items()))
