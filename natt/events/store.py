@@ -1,0 +1,146 @@
+"""The event log itself: numbering, repeat counts, a bounded memory, filters and listeners.
+
+RPT, the repeat count, follows the VPN 3000: "the number of times that this specific event
+has occurred since the VPN Concentrator was last booted", counted per event, i.e. per class
+and id, and not per peer. The seed shows it: IKEDBG/0 has RPT=9200 with peer 171.69.89.78
+(seq 2847), RPT=9201 with no peer at all (2873, "pitcher: rcv KEY_UPDATE"), RPT=9202 with the
+peer again (2882), and different texts of one id (IKEDBG/0 "RECEIVED Message",
+"processing hash", "loading all IPSEC SAs") share that one counter. Counts survive the ring
+buffer dropping old entries, as they survive the device's log wrapping.
+
+Sequence numbers start at 1 and only grow, one per entry, so a follower can ask for
+everything after the last number it saw. (The device's numbers skip, "sequential but not
+consecutive", and wrap at 65536; neither helps a follower, so natt does not copy that.)
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from natt.events.catalog import Message, tunnel_scope
+from natt.events.model import (
+    MASK,
+    SEVERITY_MAX,
+    SEVERITY_MIN,
+    EventClass,
+    LogEntry,
+    check_severity,
+    is_secret_field,
+)
+
+Listener = Callable[[LogEntry], None]
+
+
+class EventLog:
+    """A sans-IO event log: the caller passes the time of every event."""
+
+    def __init__(self, capacity: int = 10000, *, reveal_secrets: bool = False) -> None:
+        if capacity < 1:
+            raise ValueError("an event log holds at least one entry")
+        self.capacity = capacity
+        self.reveal_secrets = reveal_secrets  # a debug switch: logs then hold keys and passwords
+        self.listeners: list[Listener] = []
+        self._entries: deque[LogEntry] = deque(maxlen=capacity)
+        self._repeats: Counter[tuple[EventClass, int]] = Counter()
+        self._last_seq = 0
+
+    # ---- writing -------------------------------------------------------------------------------
+
+    def emit(self, message: Message, time: float, /, peer: str | None = None, *,
+             group: str | None = None, user: str | None = None, **fields: Any) -> LogEntry:
+        """Log one event and tell the listeners.
+
+        ``peer``, ``group`` and ``user`` are also template fields ("to {peer}",
+        "for User ({user})"); a group or user also opens the text with the concentrator's
+        "Group [g] User [u]" line, as tunnel events do in the seed.
+        """
+        if not math.isfinite(time):
+            raise ValueError(f"event time must be a finite epoch time, not {time!r}")
+        values = dict(fields)
+        for key, value in (("peer", peer), ("group", group), ("user", user)):
+            if value is not None:
+                values.setdefault(key, value)
+        text = message.render(reveal_secrets=self.reveal_secrets, **values)
+        scope = tunnel_scope(group, user)
+        if scope is not None:
+            text = f"{scope}\n{text}"
+        key = (message.cls, message.event_id)
+        self._repeats[key] += 1
+        self._last_seq += 1
+        entry = LogEntry(
+            seq=self._last_seq, time=time, cls=message.cls, event_id=message.event_id,
+            severity=message.severity, peer=peer, text=text, repeat=self._repeats[key],
+            client_code=message.client_code, name=message.name, peer_shown=message.shows_peer,
+            fields=self._structured(values),
+        )
+        self._entries.append(entry)
+        for listener in list(self.listeners):  # a copy: a listener may unsubscribe itself
+            listener(entry)
+        return entry
+
+    def _structured(self, values: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+        """The values kept for --json: plain scalars, bytes as hex, secrets masked."""
+        out = []
+        for name, value in values.items():
+            if is_secret_field(name) and not self.reveal_secrets:
+                value = MASK
+            elif isinstance(value, bytes | bytearray):
+                value = bytes(value).hex()
+            elif not isinstance(value, str | int | float | bool | type(None)):
+                value = str(value)
+            out.append((name, value))
+        return tuple(out)
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Add a listener (the daemons' --follow); returns the call that removes it."""
+        self.listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self.listeners:
+                self.listeners.remove(listener)
+
+        return unsubscribe
+
+    def clear(self) -> None:
+        """Forget the entries ("Clear Log"). Repeat counts and numbering go on, as RPT counts
+        since boot and followers rely on numbers that only grow."""
+        self._entries.clear()
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    def filter(self, classes: Iterable[EventClass | str] | None = None,
+               severity: tuple[int, int] | None = None, peer: str | None = None,
+               since_seq: int | None = None) -> list[LogEntry]:
+        """Entries matching every given criterion, oldest first.
+
+        ``severity`` is an inclusive range like the device's "Severity 1-13" filter;
+        ``since_seq`` keeps entries numbered strictly after it (for following a log).
+        """
+        wanted = None if classes is None else {EventClass(c) for c in classes}
+        low, high = (check_severity(s) for s in (severity or (SEVERITY_MIN, SEVERITY_MAX)))
+        if low > high:
+            raise ValueError(f"severity range {low}-{high} is empty")
+        return [
+            e for e in self._entries
+            if (wanted is None or e.cls in wanted)
+            and low <= e.severity <= high
+            and (peer is None or e.peer == peer)
+            and (since_seq is None or e.seq > since_seq)
+        ]
+
+    @property
+    def last_seq(self) -> int:
+        """The number of the newest entry ever logged, 0 if none."""
+        return self._last_seq
+
+    def repeat_count(self, cls: EventClass, event_id: int) -> int:
+        return self._repeats[(cls, event_id)]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[LogEntry]:
+        return iter(list(self._entries))
