@@ -42,6 +42,7 @@ class Client:
         self.settings = settings
         self.events = IkeLogger(role="client", capacity=settings.log_capacity, reveal_secrets=settings.log_secrets)
         self.local = source_address_for(settings.profile.peer)
+        self._net_tasks: set[asyncio.Task[None]] = set()
         self.endpoint = IkeEndpoint(self.local)
         self.driver: IkeDriver | None = None
         self.datapath: Datapath | None = None
@@ -63,7 +64,7 @@ class Client:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.tun = open_tun(self.settings.tun)
+        self.tun = await asyncio.to_thread(open_tun, self.settings.tun)
         self.driver = IkeDriver(self.endpoint, self._on_event)
         await self.driver.listen(self.local, 500)
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -97,6 +98,8 @@ class Client:
     async def shutdown(self) -> None:
         sdnotify.stopping()
         self.disconnect("client shutting down")
+        if self._net_tasks:
+            await asyncio.wait(self._net_tasks, timeout=5.0)
         loop = asyncio.get_running_loop()
         if self.datapath is not None:
             self.datapath.stop(loop)
@@ -137,7 +140,7 @@ class Client:
         if self.sa_id is not None and self.driver is not None:
             self.endpoint.delete_sa(self.sa_id, self.driver.now(), reason)
             self.driver.flush()
-        self._teardown_network()
+        self._in_background(asyncio.to_thread(self._teardown_network))
         self.sa_id = None
         self.state = "disconnected"
 
@@ -153,7 +156,7 @@ class Client:
         assert dp is not None
         if isinstance(event, ModeConfigDone):
             self.assigned = event
-            self._setup_network(event)
+            self._in_background(asyncio.to_thread(self._setup_network, event))
         elif isinstance(event, ChildSaUp) and sa is not None:
             dp.install(event, sa.remote)
             if self.state != "connected":
@@ -165,11 +168,17 @@ class Client:
             dp.remove(event.inbound_spi)
         elif isinstance(event, IkeSaDown) and event.sa_id == self.sa_id:
             self.last_error = event.reason
-            self._teardown_network()
+            self._in_background(asyncio.to_thread(self._teardown_network))
             self.sa_id = None
             self.state = "disconnected"
             if self.want_connected and self.settings.reconnect and "XAUTH" not in event.reason:
                 self._schedule_reconnect()
+
+    def _in_background(self, coro) -> None:
+        """Netlink work runs off the loop's thread (see tun.py); keep a reference until it ends."""
+        task = asyncio.ensure_future(coro)
+        self._net_tasks.add(task)
+        task.add_done_callback(self._net_tasks.discard)
 
     def _schedule_reconnect(self) -> None:
         loop = asyncio.get_running_loop()

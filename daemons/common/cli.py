@@ -16,6 +16,9 @@ from natt_daemons.common.control import ControlError, call, follow
 def setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Our debug, not the libraries': pyroute2 logs every netlink message at DEBUG.
+    for noisy in ("pyroute2", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def socket_path(explicit: str | None, config: str | None, loader: Callable[[str], Any], default: str) -> str:

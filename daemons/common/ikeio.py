@@ -22,7 +22,8 @@ class IkeDriver:
     def __init__(self, endpoint: IkeEndpoint, on_event: Callable[[IkeEvent], None]) -> None:
         self.endpoint = endpoint
         self.on_event = on_event
-        self.sockets: dict[int, socket.socket] = {}
+        self.senders: dict[int, Callable[[bytes, tuple[str, int]], None]] = {}
+        self._closers: list[Callable[[], None]] = []
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -31,17 +32,35 @@ class IkeDriver:
     def now(self) -> float:
         return self._loop.time()
 
-    async def listen(self, address: str, port: int) -> socket.socket:
-        """An IKE-only port (500): a datagram stream read by its own task."""
+    async def listen(self, address: str, port: int) -> None:
+        """An IKE-only port (500): an asyncio-dgram stream, read by its own task."""
         stream = await asyncio_dgram.bind((address, port))
-        sock: socket.socket = stream.socket
-        self.sockets[port] = sock
+        pending: set[asyncio.Task[None]] = set()
+
+        def send(data: bytes, addr: tuple[str, int]) -> None:
+            # The stream's send is a coroutine; tasks run in creation order, so datagrams keep theirs.
+            task = asyncio.ensure_future(stream.send(data, addr))
+            pending.add(task)
+            task.add_done_callback(self._sent)
+            task.add_done_callback(pending.discard)
+
+        self.senders[port] = send
+        self._closers.append(stream.close)
         self._tasks.append(asyncio.create_task(self._recv_loop(stream, port), name=f"ike-{port}"))
-        return sock
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.send_errors += 1
+            log.warning("IKE send failed: %s", task.exception())
 
     def attach(self, port: int, sock: socket.socket) -> None:
         """A socket whose reading belongs to someone else (4500: the ESP fast path demuxes it)."""
-        self.sockets[port] = sock
+
+        def send(data: bytes, addr: tuple[str, int]) -> None:
+            sock.sendto(data, addr)
+
+        self.senders[port] = send
+        self._closers.append(sock.close)
 
     async def _recv_loop(self, stream: asyncio_dgram.aio.DatagramServer, port: int) -> None:
         while True:
@@ -69,12 +88,12 @@ class IkeDriver:
         did = False
         for d in self.endpoint.datagrams_to_send():
             did = True
-            sock = self.sockets.get(d.local_port)
-            if sock is None:
+            send = self.senders.get(d.local_port)
+            if send is None:
                 log.warning("no socket for local port %d", d.local_port)
                 continue
             try:
-                sock.sendto(d.data, d.remote)
+                send(d.data, d.remote)
             except OSError as e:
                 self.send_errors += 1
                 log.warning("send to %s:%d failed: %s", d.remote[0], d.remote[1], e)
@@ -107,5 +126,5 @@ class IkeDriver:
             self._timer.cancel()
         for t in self._tasks:
             t.cancel()
-        for s in self.sockets.values():
-            s.close()
+        for close in self._closers:
+            close()

@@ -1,4 +1,8 @@
-"""TUN devices: open one, give it an address, route through it (pyroute2 netlink)."""
+"""TUN devices: open one, give it an address, route through it (pyroute2 netlink).
+
+pyroute2's synchronous IPRoute runs an event loop of its own, so these functions must not be
+called on a thread whose asyncio loop is running: daemons call them through `asyncio.to_thread`.
+"""
 
 from __future__ import annotations
 

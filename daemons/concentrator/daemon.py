@@ -49,9 +49,9 @@ class Concentrator:
     async def start(self) -> None:
         s = self.settings
         loop = asyncio.get_running_loop()
-        self.tun = open_tun(s.tun)
+        self.tun = await asyncio.to_thread(open_tun, s.tun)
         for group in s.policy.groups.values():
-            add_route(group.pool, dev=s.tun)
+            await asyncio.to_thread(add_route, group.pool, dev=s.tun)
             self._routes.append(group.pool)
         self.driver = IkeDriver(self.endpoint, self._on_event)
         await self.driver.listen(s.address, s.ike_port)
@@ -97,7 +97,7 @@ class Concentrator:
         if self.driver is not None:
             self.driver.close()
         for pool in self._routes:
-            del_route(pool, dev=self.settings.tun)
+            await asyncio.to_thread(del_route, pool, dev=self.settings.tun)
         if self.tun is not None:
             self.tun.close()
         log.info("stopped")
