@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import click
+
 from natt_daemons.client import config as cfg
 from natt_daemons.common.cli import emit, request, run_daemon, setup_logging, socket_path, stream
 

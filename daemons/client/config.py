@@ -6,11 +6,10 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from natt_daemons.common.config import ConfigError, load_toml, optional, require
-
 from natt.errors import UnsupportedAlgorithm
 from natt.ike import suites
 from natt.ike.config import ClientProfile, Timers
+from natt_daemons.common.config import ConfigError, load_toml, optional, require
 
 
 @dataclass

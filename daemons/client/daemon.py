@@ -11,6 +11,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from natt.esp.transforms import make_transform
+from natt.events.ikelog import IkeLogger
+from natt.ike.endpoint import IkeEndpoint
+from natt.ike.events import ChildSaDown, ChildSaUp, IkeEvent, IkeSaDown, ModeConfigDone
+from natt.ike.ikesa import IkeSA
 from natt_daemons.client.config import ClientSettings, load
 from natt_daemons.common import sdnotify
 from natt_daemons.common.control import ControlError, ControlServer
@@ -26,12 +31,6 @@ from natt_daemons.common.tun import (
     open_tun,
     source_address_for,
 )
-
-from natt.esp.transforms import make_transform
-from natt.events.ikelog import IkeLogger
-from natt.ike.endpoint import IkeEndpoint
-from natt.ike.events import ChildSaDown, ChildSaUp, IkeEvent, IkeSaDown, ModeConfigDone
-from natt.ike.ikesa import IkeSA
 
 log = logging.getLogger("natt.client")
 NO_ANSWER_THRESHOLD = 5  # packets encrypted with none decrypted before we call it a black hole

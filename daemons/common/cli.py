@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+
 from natt_daemons.common.config import ConfigError
 from natt_daemons.common.control import ControlError, call, follow
 

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import click
+
 from natt_daemons.common.cli import emit, request, run_daemon, setup_logging, socket_path, stream
 from natt_daemons.common.passwords import hash_password
 from natt_daemons.concentrator import config as cfg

@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from natt_daemons.common.config import ConfigError, load_toml, optional, require
-from natt_daemons.common.passwords import PasswordFormatError, verify_password
-
 from natt.errors import UnsupportedAlgorithm
 from natt.ike import suites
 from natt.ike.config import ConcentratorPolicy, GroupPolicy, Timers
+from natt_daemons.common.config import ConfigError, load_toml, optional, require
+from natt_daemons.common.passwords import PasswordFormatError, verify_password
 
 DEFAULT_SOCKET = "/run/natt/concentrator.sock"
 

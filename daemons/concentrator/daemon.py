@@ -11,6 +11,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from natt.events.ikelog import IkeLogger
+from natt.ike.endpoint import IkeEndpoint
+from natt.ike.events import ChildSaDown, ChildSaUp, IkeEvent, IkeSaDown, PortFloated
+from natt.ike.ikesa import IkeSA, State
 from natt_daemons.common import sdnotify
 from natt_daemons.common.control import ControlError, ControlServer
 from natt_daemons.common.datapath import Datapath, Inbound
@@ -19,11 +23,6 @@ from natt_daemons.common.logstream import follow
 from natt_daemons.common.tun import Tun, add_route, del_route, open_tun
 from natt_daemons.concentrator import views
 from natt_daemons.concentrator.config import ConcentratorSettings, load
-
-from natt.events.ikelog import IkeLogger
-from natt.ike.endpoint import IkeEndpoint
-from natt.ike.events import ChildSaDown, ChildSaUp, IkeEvent, IkeSaDown, PortFloated
-from natt.ike.ikesa import IkeSA, State
 
 log = logging.getLogger("natt.concentrator")
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from natt_daemons.common.datapath import Datapath
-from natt_daemons.concentrator.config import ConcentratorSettings
-
 from natt.esp.transforms import make_transform
 from natt.ike.endpoint import IkeEndpoint
 from natt.ike.ikesa import IkeSA, State
+from natt_daemons.common.datapath import Datapath
+from natt_daemons.concentrator.config import ConcentratorSettings
 
 
 def _duration(seconds: float) -> str:

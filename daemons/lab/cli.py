@@ -7,6 +7,7 @@ import shutil
 import sys
 
 import click
+
 from natt_daemons.lab import procs
 from natt_daemons.lab.topology import ADDR, DEFAULT_PREFIX, ROLES, Lab, LabError
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from natt_daemons.lab import procs
 from natt_daemons.lab.topology import ADDR, IFACE, ROLES, Lab, LabError
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from natt.esp.sa import EspSA, peek_spi
 from natt.esp.transforms import make_transform
 from natt.esp.udpencap import DatagramKind, classify_4500
-
 from natt.ike.config import ClientProfile, ConcentratorPolicy
 from natt.ike.endpoint import IkeEndpoint
 from natt.ike.events import ChildSaDown, ChildSaUp, IkeEvent
