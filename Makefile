@@ -47,7 +47,7 @@ lint: venv
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
 
-.PHONY: lab-net lab-down lab-shell
+.PHONY: lab lab-net lab-down lab-shell
 
 # The lab network only (namespaces <prefix><role>, veths, bridges, addresses, routes); no daemons.
 lab-net: venv
@@ -78,3 +78,7 @@ lab-down:
 lab-shell: venv
 	@[ -n "$(NS)" ] || { echo "usage: make lab-shell NS=client1|client2|pat|inet|pubclient|conc|server"; exit 2; }
 	$(VENV)/bin/natt-lab shell '$(NS)' --prefix '$(LAB_PREFIX)'
+
+# The seed scenario, for real: namespaces, PAT gateway, concentrator, two clients, traffic, views.
+lab: deps
+	$(VENV)/bin/natt-lab up --prefix $(LAB_PREFIX) --configs configs

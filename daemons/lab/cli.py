@@ -55,6 +55,27 @@ def net_up(prefix: str) -> None:
 
 @main.command()
 @prefix_option
+@click.option("--configs", default="configs", show_default=True, type=click.Path(exists=True, file_okay=False),
+              help="folder with concentrator.toml, pat.toml, client1.toml, client2.toml")
+def up(prefix: str, configs: str) -> None:
+    """The whole seed scenario: network, PAT gateway, concentrator, both clients connected, traffic checked."""
+    from pathlib import Path
+
+    from natt_daemons.lab import scenario
+
+    _need_root()
+    try:
+        sc = scenario.bring_up(prefix, Path(configs), out=click.echo)
+    except Exception as e:
+        click.echo(f"lab failed: {e}", err=True)
+        click.echo(f"logs are in {procs.run_dir(prefix)}; remove everything with: make lab-down", err=True)
+        raise SystemExit(1) from e
+    click.echo(scenario.views_text(sc))
+    click.echo(scenario.usage_text(sc))
+
+
+@main.command()
+@prefix_option
 def down(prefix: str) -> None:
     """Stop the processes the lab started and remove its namespaces (safe to run twice)."""
     _need_root()

@@ -168,3 +168,41 @@ def bring_up(prefix: str, templates: Path, out=print) -> Scenario:
         if not ok:
             raise RuntimeError(f"no traffic from {role} to {ADDR.server} through the tunnel")
     return sc
+
+
+def _cli(program: str, sc: Scenario, name: str, *args: str) -> str:
+    """What the operator would type, run for real, so the printout is the CLI's own."""
+    import subprocess
+
+    out = subprocess.run([_bin(program), *args, "--socket", sc.socket(name)], capture_output=True, text=True,
+                         timeout=30)
+    return (out.stdout + out.stderr).rstrip()
+
+
+def views_text(sc: Scenario) -> str:
+    parts = [
+        ("natt-concentrator sessions", _cli("natt-concentrator", sc, "concentrator", "sessions")),
+        ("natt-pat xlate", _cli("natt-pat", sc, "pat", "xlate")),
+        ("natt-pat arp", _cli("natt-pat", sc, "pat", "arp")),
+    ]
+    for name in CLIENTS.values():
+        parts.append((f"natt-client status ({name})", _cli("natt-client", sc, name, "status")))
+    return "\n\n".join(f"=== {title} ===\n{text}" for title, text in parts)
+
+
+def usage_text(sc: Scenario) -> str:
+    p = sc.lab.prefix
+    return "\n".join([
+        "",
+        f"The lab {p!r} is running. Try:",
+        f"  make lab-shell NS=client1               # a shell in {p}client1 (also: client2, pat, inet, conc, server)",
+        f"  ip netns exec {p}client1 ping 192.168.2.10",
+        f"  natt-concentrator sessions --socket {sc.socket('concentrator')}",
+        f"  natt-concentrator session vpnclient1 --socket {sc.socket('concentrator')}",
+        f"  natt-concentrator log --class IKE,IPSECDBG --severity 1-9 --socket {sc.socket('concentrator')}",
+        f"  natt-pat xlate --socket {sc.socket('pat')}",
+        f"  natt-client status --socket {sc.socket('client1')}",
+        f"  natt-client disconnect --socket {sc.socket('client1')}",
+        f"Configs and logs: {sc.run_dir}",
+        "Remove everything: make lab-down",
+    ])

@@ -1,0 +1,180 @@
+"""The seed scenario for real: two clients behind one PAT gateway, the concentrator, a server behind it.
+
+Real daemons as processes in fresh namespaces, real sockets, real nftables, real traffic.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from natt_daemons.common.control import call
+from natt_daemons.lab import procs, scenario
+from natt_daemons.lab.scenario import Scenario
+from natt_daemons.lab.topology import ADDR, CLIENT1, CLIENT2, PAT, Lab
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces, TUN, nftables"),
+]
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "configs"
+
+
+def random_prefix() -> str:
+    return f"ns{secrets.token_hex(3)}-"
+
+
+@pytest.fixture(scope="module")
+def sc() -> Iterator[Scenario]:
+    prefix = random_prefix()
+    sc = None
+    try:
+        sc = scenario.bring_up(prefix, CONFIGS, out=lambda *_: None)
+        yield sc
+    finally:
+        if sc is not None:
+            sc.stop()
+        Lab(prefix).down()
+
+
+def test_both_clients_connected_and_pass_traffic(sc: Scenario) -> None:
+    for name, role in (("client1", CLIENT1), ("client2", CLIENT2)):
+        st = sc.status(name)
+        assert st["state"] == "connected"
+        assert st["tunnel_port"] == 4500, "NAT-T: the tunnel runs on UDP 4500"
+        assert sc.ping(role, ADDR.server), f"{name} reaches {ADDR.server} through the tunnel"
+        st = sc.status(name)
+        assert st["packets_decrypted"] > 0 and st["packets_encrypted"] > 0
+        assert st["nat"]["this_end_behind_nat"] is True
+
+
+def _xlate(sc: Scenario) -> dict:
+    return call(sc.socket("pat"), "xlate")
+
+
+def _flows_4500(sc: Scenario) -> dict[str, int]:
+    """inside address → translated (global) port of its UDP 4500 flow to the concentrator."""
+    out = {}
+    for e in _entries(_xlate(sc)):
+        if e["proto"] == "udp" and e["inside_port"] == 4500 and e["destination"] == ADDR.conc_public:
+            out[e["inside"]] = e["global_port"]
+    return out
+
+
+def _entries(x: object) -> list[dict]:
+    return x["entries"] if isinstance(x, dict) else list(x)  # type: ignore[index]
+
+
+def test_pat_translates_both_clients_to_different_ports(sc: Scenario) -> None:
+    flows = _flows_4500(sc)
+    assert set(flows) == {ADDR.client1, ADDR.client2}
+    assert len(set(flows.values())) == 2, "one outside address, two translated ports"
+    text = subprocess.run([scenario._bin("natt-pat"), "xlate", "--socket", sc.socket("pat")], capture_output=True,
+                          text=True, timeout=30, check=True).stdout
+    assert " in use, " in text and " most used" in text
+    for inside, port in flows.items():
+        assert f"PAT Global {ADDR.pat_outside}({port}) Local {inside}(4500)" in text
+
+
+def test_concentrator_sessions(sc: Scenario) -> None:
+    sc.ping(CLIENT1, ADDR.server)
+    sc.ping(CLIENT2, ADDR.server)
+    s = call(sc.socket("concentrator"), "sessions")
+    rows = {r["username"]: r for r in s["remote_access"]}
+    assert set(rows) == {"vpnclient1", "vpnclient2"}
+    assert s["summary"]["active_remote_access"] == 2 and s["summary"]["concurrent_limit"] == 100
+    for r in rows.values():
+        assert r["protocol"] == "IPsec/NAT-T"
+        assert r["public_ip"] == ADDR.pat_outside
+        assert r["assigned_ip"].startswith("10.40.1.")
+        assert r["bytes_tx"] > 0 and r["bytes_rx"] > 0
+    assert rows["vpnclient1"]["assigned_ip"] != rows["vpnclient2"]["assigned_ip"]
+
+
+def test_session_detail_shows_nat_t_ports(sc: Scenario) -> None:
+    flows = _flows_4500(sc)
+    (detail,) = call(sc.socket("concentrator"), "session", {"user": "vpnclient1"})
+    assert detail["ike"]["negotiation_mode"] == "Aggressive"
+    assert len(detail["ipsec"]) == 2
+    for s in detail["ipsec"]:
+        assert s["udp_destination_port"] == 4500
+        assert s["udp_source_port"] == flows[ADDR.client1], "the client's translated source port"
+
+
+def test_capture_on_pat_outside_decodes_cleanly(sc: Scenario, tmp_path: Path) -> None:
+    """Reconnect client2 under tshark on the PAT's outside interface: IKE 500 → 4500, NAT-D, ESP in UDP."""
+    pcap = tmp_path / "outside.pcap"
+    os.chmod(tmp_path, 0o755)
+    cap = procs.start(sc.lab, PAT, ["tshark", "-q", "-i", "outside", "-w", str(pcap), "-a", "duration:25",
+                                    "-f", "udp port 500 or udp port 4500 or ip proto 50"],
+                      sc.run_dir / "tshark.log", name="tshark")
+    try:
+        procs.wait_for(lambda: pcap.exists(), 15, 0.2, "tshark started")
+        time.sleep(1.0)
+        call(sc.socket("client2"), "disconnect")
+        call(sc.socket("client2"), "connect")
+        sc.wait_connected("client2")
+        assert sc.ping(CLIENT2, ADDR.server)
+        time.sleep(1.0)
+    finally:
+        cap.stop(10.0)
+    verbose = subprocess.run(["tshark", "-n", "-r", str(pcap), "-V"], capture_output=True, text=True, timeout=120,
+                             check=True).stdout
+    bad = [line for line in verbose.splitlines() if "Malformed" in line or "Expert Info (Error" in line]
+    assert not bad, bad[:10]
+    rows = subprocess.run(["tshark", "-n", "-r", str(pcap), "-T", "fields", "-e", "udp.dstport", "-e",
+                           "_ws.col.Protocol", "-e", "esp.spi"], capture_output=True, text=True, timeout=120,
+                          check=True).stdout.splitlines()
+    fields = [r.split("\t") for r in rows]
+    ike_ports = [f[0] for f in fields if f[1] == "ISAKMP"]
+    assert ike_ports and ike_ports[0] == "500" and "4500" in ike_ports
+    assert "NAT-D" in verbose or "NAT Discovery" in verbose
+    assert any(f[2] for f in fields), "UDP-encapsulated ESP on the wire"
+
+
+def test_wrong_password_is_refused_and_the_other_client_is_undisturbed(sc: Scenario) -> None:
+    text = sc.config_path("client2").read_text().replace('password = "lab-pass-2"', 'password = "wrong"')
+    sc.procs["client2"].stop(8.0)
+    bad = sc.run_dir / "client2-bad.toml"
+    bad.write_text(text.replace(sc.socket("client2"), sc.socket("client2bad")))
+    p = procs.start(sc.lab, CLIENT2, [scenario._bin("natt-client"), "run", "--config", str(bad)],
+                    sc.run_dir / "client2-bad.log", name="client2bad")
+    try:
+        procs.wait_for(lambda: "XAUTH" in call(sc.socket("client2bad"), "status").get("last_error", "")
+                       if Path(sc.socket("client2bad")).exists() else False, 30, 0.3, "XAUTH refusal")
+        log = call(sc.socket("concentrator"), "log", {"classes": ["XAUTH"]})
+        assert any("vpnclient2" in e["text"] and "failed extended authentication" in e["text"] for e in log)
+        assert sc.status("client1")["state"] == "connected"
+        assert sc.ping(CLIENT1, ADDR.server), "client1 is not disturbed"
+    finally:
+        p.stop(8.0)
+
+
+def test_lab_up_and_down_leave_nothing(tmp_path: Path) -> None:
+    prefix = random_prefix()
+    env = dict(os.environ)
+    natt_lab = scenario._bin("natt-lab")
+    try:
+        up = subprocess.run([natt_lab, "up", "--prefix", prefix, "--configs", str(CONFIGS)], capture_output=True,
+                            text=True, timeout=180, env=env)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "client1 connected" in up.stdout and "client2 connected" in up.stdout
+        assert "PAT Global" in up.stdout and "IPsec/NAT-T" in up.stdout
+        pids = [p.pid for p in procs.registered(prefix)]
+        assert len(pids) == 4
+    finally:
+        down = subprocess.run([natt_lab, "down", "--prefix", prefix], capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert not Lab(prefix).exists() and not Lab(prefix).leftover_links()
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists(), f"process {pid} survived lab-down"
+    again = subprocess.run([natt_lab, "down", "--prefix", prefix], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, "lab-down is safe to run twice"
