@@ -21,7 +21,7 @@ from natt_daemons.common import sdnotify
 from natt_daemons.common.control import ControlError, ControlServer
 from natt_daemons.common.datapath import Datapath
 from natt_daemons.common.ikeio import IkeDriver
-from natt_daemons.common.logstream import follow
+from natt_daemons.common.logstream import follow, mirror_to_stderr
 from natt_daemons.common.tun import (
     Tun,
     add_address,
@@ -47,6 +47,7 @@ class Client:
         self.datapath: Datapath | None = None
         self.tun: Tun | None = None
         self.control = ControlServer(settings.control_socket)
+        self.events.log.subscribe(mirror_to_stderr(log))
         self.sa_id: int | None = None
         self.state = "disconnected"
         self.connected_at: float | None = None

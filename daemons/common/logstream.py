@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from natt.events.ikelog import IkeLogger
 from natt.events.model import LogEntry
+
+STDERR_MAX_SEVERITY = 5  # the event log keeps everything; stderr (journald) gets the operator-level events
 
 MAX_BACKLOG = 10000  # a slow reader loses its stream rather than the daemon its memory
 
@@ -30,3 +33,16 @@ async def follow(logger: IkeLogger, args: dict[str, Any]) -> AsyncIterator[dict[
             yield logger.as_item(entry)
     finally:
         unsubscribe()
+
+
+def mirror_to_stderr(logger: logging.Logger) -> Callable[[LogEntry], None]:
+    """A listener that repeats operator-level events on the daemon's log (stderr / journald)."""
+
+    def mirror(entry: LogEntry) -> None:
+        if entry.severity <= STDERR_MAX_SEVERITY:
+            level = logging.WARNING if entry.severity <= 3 else logging.INFO
+            text = " | ".join(line for line in entry.text.splitlines() if line)
+            logger.log(level, "%s/%d %s%s", entry.cls.value, entry.event_id, f"{entry.peer} " if entry.peer else "",
+                       text)
+
+    return mirror

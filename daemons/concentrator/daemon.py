@@ -19,7 +19,7 @@ from natt_daemons.common import sdnotify
 from natt_daemons.common.control import ControlError, ControlServer
 from natt_daemons.common.datapath import Datapath, Inbound
 from natt_daemons.common.ikeio import IkeDriver
-from natt_daemons.common.logstream import follow
+from natt_daemons.common.logstream import follow, mirror_to_stderr
 from natt_daemons.common.tun import Tun, add_route, del_route, open_tun
 from natt_daemons.concentrator import views
 from natt_daemons.concentrator.config import ConcentratorSettings, load
@@ -38,6 +38,7 @@ class Concentrator:
         self.datapath: Datapath | None = None
         self.tun: Tun | None = None
         self.control = ControlServer(settings.control_socket)
+        self.events.log.subscribe(mirror_to_stderr(log))
         self.started_wall = time.time()
         self.login_wall: dict[int, float] = {}
         self._stop = asyncio.Event()
