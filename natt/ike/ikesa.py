@@ -155,6 +155,12 @@ class IkeSA:
     next_keepalive: float | None = None
     next_heartbeat: float | None = None
     delete_reason: str = ""
+    first_remote: tuple[str, int] = ("", 0)  # where message 1 came from / went to (NAT-D, see natd.detect)
+    first_local_port: int = 500
+
+    def __post_init__(self) -> None:
+        self.first_remote = self.remote
+        self.first_local_port = self.local[1]
 
     # -- display -------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from natt.wire.constants import EncapsulationMode, VendorId
@@ -40,7 +41,7 @@ def choose_variant(peer_vids: list[bytes]) -> NattVariant | None:
     return None
 
 
-def natd_hash(hash_fn, icookie: bytes, rcookie: bytes, address: str, port: int) -> bytes:
+def natd_hash(hash_fn: Callable[[bytes], bytes], icookie: bytes, rcookie: bytes, address: str, port: int) -> bytes:
     """HASH(CKY-I | CKY-R | IP | Port) with the negotiated hash (RFC 3947 3.2)."""
     ip = ipaddress.ip_address(address).packed
     return hash_fn(icookie + rcookie + ip + port.to_bytes(2, "big"))
@@ -57,12 +58,20 @@ class NatStatus:
 
 
 def detect(
-    received: list[bytes], hash_fn, icookie: bytes, rcookie: bytes,
-    local: tuple[str, int], remote: tuple[str, int],
+    received: list[bytes], hash_fn: Callable[[bytes], bytes], icookie: bytes, rcookie: bytes,
+    local: tuple[str, int] | list[tuple[str, int]], remote: tuple[str, int] | list[tuple[str, int]],
 ) -> NatStatus:
-    """RFC 3947 3.2: the first NAT-D is the sender's view of us; the others are its own addresses."""
+    """RFC 3947 3.2: the first NAT-D is the sender's view of us; the others are its own addresses.
+
+    local and remote may each be several (address, port) candidates: in Aggressive Mode message 3
+    some initiators (vpnc, Cisco) hash the ports of message 1 (500) although they send it from
+    4500, others hash the floated ports; both are honest, so either matching means "no NAT".
+    """
     if not received:
         return NatStatus(False, False)
-    ours = natd_hash(hash_fn, icookie, rcookie, *local)
-    theirs = natd_hash(hash_fn, icookie, rcookie, *remote)
-    return NatStatus(local_behind_nat=received[0] != ours, remote_behind_nat=theirs not in received[1:])
+    locals_ = [local] if isinstance(local, tuple) else local
+    remotes = [remote] if isinstance(remote, tuple) else remote
+    ours = {natd_hash(hash_fn, icookie, rcookie, *a) for a in locals_}
+    theirs = {natd_hash(hash_fn, icookie, rcookie, *a) for a in remotes}
+    return NatStatus(local_behind_nat=received[0] not in ours,
+                     remote_behind_nat=not theirs.intersection(received[1:]))

@@ -107,7 +107,10 @@ def _detect_nat(ep: IkeEndpoint, sa: IkeSA, msg: Message) -> None:
         sa.natt = None
         return
     assert sa.hash
-    sa.nat = natd.detect(received, sa.hash.hash, sa.icookie, sa.rcookie, sa.local, sa.remote)
+    # The ports of message 1 and the current (maybe floated) ones: see natd.detect.
+    locals_ = [sa.local, (sa.local[0], sa.first_local_port)]
+    remotes = [sa.remote, sa.first_remote]
+    sa.nat = natd.detect(received, sa.hash.hash, sa.icookie, sa.rcookie, locals_, remotes)
     ep.emit(NatDetection(sa.id, sa.peer, sa.nat.local_behind_nat, sa.nat.remote_behind_nat, True, sa.natt.name))
 
 

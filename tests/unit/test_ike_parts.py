@@ -121,3 +121,11 @@ def test_suite_names() -> None:
     for bad in ("aes128gcm16-sha1", "aes256", "blowfish-md5"):
         with pytest.raises(UnsupportedAlgorithm):
             suites.phase2(bad)
+
+
+def test_detect_accepts_message_1_ports_after_the_float() -> None:
+    """vpnc hashes port 500 in Aggressive Mode message 3 although it sends it from 4500."""
+    received = [natd.natd_hash(md5, IC, RC, "198.51.100.50", 500), natd.natd_hash(md5, IC, RC, "10.10.10.2", 500)]
+    status = natd.detect(received, md5, IC, RC, local=[("198.51.100.50", 4500), ("198.51.100.50", 500)],
+                         remote=[("203.0.113.78", 1026), ("203.0.113.78", 1025)])
+    assert not status.local_behind_nat and status.remote_behind_nat
