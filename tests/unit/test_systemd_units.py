@@ -129,10 +129,11 @@ def test_devices_and_writable_paths(unit: str) -> None:
         assert one(svc, "DevicePolicy") in ("closed", "strict")
         assert svc["DeviceAllow"] == ["/dev/net/tun rw"]
         assert writable == []
-    else:  # the PAT gateway: no devices, and of /proc/sys only the forwarding switch
+    else:  # the PAT gateway: no devices; of /proc/sys only forwarding and conntrack's accounting switches
         assert one(svc, "PrivateDevices") == "yes"
         assert "DeviceAllow" not in svc
-        assert writable == ["/proc/sys/net/ipv4/ip_forward"]
+        assert writable == ["/proc/sys/net/ipv4/ip_forward", "-/proc/sys/net/netfilter/nf_conntrack_acct",
+                            "-/proc/sys/net/netfilter/nf_conntrack_timestamp"]
 
 
 @pytest.mark.parametrize("unit", sorted(UNITS))
