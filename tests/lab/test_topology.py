@@ -159,7 +159,9 @@ def test_process_runs_in_its_namespace_and_stops(lab: Lab, tmp_path: Path) -> No
     try:
         assert p.alive
         assert p.pidfile.read_text().split()[:2] == [str(p.pid), str(p.start_time)]
-        assert os.stat(f"/proc/{p.pid}/ns/net").st_ino == os.stat(f"/run/netns/{lab.ns('conc')}").st_ino
+        want = os.stat(f"/run/netns/{lab.ns('conc')}").st_ino
+        # `ip netns exec` enters the namespace a moment after the fork: wait (bounded) for the exec.
+        assert procs.wait_for(lambda: os.stat(f"/proc/{p.pid}/ns/net").st_ino == want, 5.0, 0.02, "setns")
         assert [q.name for q in procs.registered(lab.prefix)] == [p.name]
         assert p.stop(timeout=5)
         assert not p.alive and p.returncode == -15
