@@ -21,8 +21,15 @@ class ClientSettings:
     control_socket: str
     autoconnect: bool
     reconnect: bool
+    ike_port: int = 500
     log_capacity: int = 5000
     log_secrets: bool = False
+
+
+def _port(value: int, where: str) -> int:
+    if not 0 <= value <= 65535:
+        raise ConfigError(f"{where}: ike_port {value} is not a UDP port (0 = any free port)")
+    return value
 
 
 def load(path: str | Path, password: str | None = None) -> ClientSettings:
@@ -87,6 +94,7 @@ def load(path: str | Path, password: str | None = None) -> ClientSettings:
         control_socket=optional(c, "control_socket", str, f"/run/natt/client-{name}.sock", where),
         autoconnect=optional(c, "autoconnect", bool, True, where),
         reconnect=optional(c, "reconnect", bool, True, where),
+        ike_port=_port(optional(c, "ike_port", int, 500, where), where),
         log_capacity=optional(c, "log_capacity", int, 5000, where),
         log_secrets=optional(c, "log_secrets", bool, False, where),
     )

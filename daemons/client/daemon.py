@@ -41,6 +41,7 @@ class Client:
         self.settings = settings
         self.events = IkeLogger(role="client", capacity=settings.log_capacity, reveal_secrets=settings.log_secrets)
         self.local = source_address_for(settings.profile.peer)
+        self.ike_port = settings.ike_port
         self._net_tasks: set[asyncio.Task[None]] = set()
         self.endpoint = IkeEndpoint(self.local)
         self.driver: IkeDriver | None = None
@@ -66,7 +67,7 @@ class Client:
         loop = asyncio.get_running_loop()
         self.tun = await asyncio.to_thread(open_tun, self.settings.tun)
         self.driver = IkeDriver(self.endpoint, self._on_event)
-        await self.driver.listen(self.local, 500)
+        self.ike_port = await self.driver.listen(self.local, self.settings.ike_port)
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         udp.bind((self.local, self.endpoint.natt_port))
@@ -128,7 +129,7 @@ class Client:
         self.state = "connecting"
         self.diagnosis = []
         self.last_error = ""
-        self.sa_id = self.endpoint.connect(self.settings.profile, self.driver.now(), local_port=500)
+        self.sa_id = self.endpoint.connect(self.settings.profile, self.driver.now(), local_port=self.ike_port)
         log.info("connecting to %s as %s", self.settings.profile.peer, self.settings.profile.username)
         self.driver.flush()
 

@@ -32,9 +32,10 @@ class IkeDriver:
     def now(self) -> float:
         return self._loop.time()
 
-    async def listen(self, address: str, port: int) -> None:
-        """An IKE-only port (500): an asyncio-dgram stream, read by its own task."""
+    async def listen(self, address: str, port: int) -> int:
+        """An IKE-only port (500, or 0 for any): an asyncio-dgram stream read by its own task; the bound port."""
         stream = await asyncio_dgram.bind((address, port))
+        port = stream.sockname[1]
         pending: set[asyncio.Task[None]] = set()
 
         def send(data: bytes, addr: tuple[str, int]) -> None:
@@ -47,6 +48,7 @@ class IkeDriver:
         self.senders[port] = send
         self._closers.append(stream.close)
         self._tasks.append(asyncio.create_task(self._recv_loop(stream, port), name=f"ike-{port}"))
+        return port
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

@@ -79,7 +79,10 @@ def up(prefix: str, configs: str) -> None:
 def down(prefix: str) -> None:
     """Stop the processes the lab started and remove its namespaces (safe to run twice)."""
     _need_root()
-    removed = _lab(prefix).down()
+    from natt_daemons.lab import scenario
+
+    _lab(prefix)  # checks the prefix
+    removed = scenario.tear_down(prefix)
     for item in removed:
         click.echo(f"removed {item}")
     click.echo(f"lab {prefix!r} is down" + ("" if removed else " (nothing was there)"))

@@ -190,19 +190,39 @@ def views_text(sc: Scenario) -> str:
     return "\n\n".join(f"=== {title} ===\n{text}" for title, text in parts)
 
 
+def _short(program: str) -> str:
+    """The console script as the reader can type it from the repository (.venv/bin/...)."""
+    import os
+
+    path = _bin(program)
+    rel = os.path.relpath(path)
+    return rel if not rel.startswith("..") else path
+
+
 def usage_text(sc: Scenario) -> str:
     p = sc.lab.prefix
+    conc, pat, client = _short("natt-concentrator"), _short("natt-pat"), _short("natt-client")
     return "\n".join([
         "",
         f"The lab {p!r} is running. Try:",
         f"  make lab-shell NS=client1               # a shell in {p}client1 (also: client2, pat, inet, conc, server)",
         f"  ip netns exec {p}client1 ping 192.168.2.10",
-        f"  natt-concentrator sessions --socket {sc.socket('concentrator')}",
-        f"  natt-concentrator session vpnclient1 --socket {sc.socket('concentrator')}",
-        f"  natt-concentrator log --class IKE,IPSECDBG --severity 1-9 --socket {sc.socket('concentrator')}",
-        f"  natt-pat xlate --socket {sc.socket('pat')}",
-        f"  natt-client status --socket {sc.socket('client1')}",
-        f"  natt-client disconnect --socket {sc.socket('client1')}",
+        f"  {conc} sessions --socket {sc.socket('concentrator')}",
+        f"  {conc} session vpnclient1 --socket {sc.socket('concentrator')}",
+        f"  {conc} log --class IKE,IPSECDBG --severity 1-9 --socket {sc.socket('concentrator')}",
+        f"  {pat} xlate --socket {sc.socket('pat')}",
+        f"  {client} status --socket {sc.socket('client1')}",
+        f"  {client} disconnect --socket {sc.socket('client1')}",
         f"Configs and logs: {sc.run_dir}",
         "Remove everything: make lab-down",
     ])
+
+
+def tear_down(prefix: str) -> list[str]:
+    """Everything the lab made: processes, namespaces, links, then its configs and logs."""
+    removed = Lab(prefix).down()
+    run = procs.run_dir(prefix)
+    if run.exists():
+        shutil.rmtree(run, ignore_errors=True)
+        removed.append(str(run))
+    return removed

@@ -68,6 +68,7 @@ class IkeEndpoint:
         self.policy = policy
         self.ike_port = ike_port
         self.natt_port = natt_port
+        self._plain_ports = {ike_port}  # ports where IKE comes without the non-ESP marker
         self.rng = rng
         self.now = 0.0
         self.sas: dict[int, IkeSA] = {}
@@ -86,8 +87,10 @@ class IkeEndpoint:
     def connect(self, profile: ClientProfile, now: float, local_port: int | None = None) -> int:
         """Start phase 1 towards profile.peer as the initiator; returns the SA handle."""
         self.now = now
-        sa = self._new_sa(Role.INITIATOR, self.rng(8), ZERO_COOKIE,
-                          (self.local_address, local_port or self.ike_port), (profile.peer, self.ike_port))
+        port = local_port or self.ike_port
+        self._plain_ports.add(port)  # an initiator may start IKE from any source port
+        sa = self._new_sa(Role.INITIATOR, self.rng(8), ZERO_COOKIE, (self.local_address, port),
+                          (profile.peer, IKE_PORT))
         sa.profile = profile
         sa.mode = profile.mode
         phase1.start(self, sa)
@@ -95,7 +98,7 @@ class IkeEndpoint:
 
     def receive_datagram(self, data: bytes, remote: tuple[str, int], local_port: int, now: float) -> None:
         self.now = now
-        if local_port != self.ike_port:
+        if local_port not in self._plain_ports:
             if data == NAT_KEEPALIVE:
                 self._keepalive_received(remote)
                 return

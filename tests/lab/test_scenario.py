@@ -42,7 +42,7 @@ def sc() -> Iterator[Scenario]:
     finally:
         if sc is not None:
             sc.stop()
-        Lab(prefix).down()
+        scenario.tear_down(prefix)
 
 
 def test_both_clients_connected_and_pass_traffic(sc: Scenario) -> None:
@@ -185,6 +185,7 @@ def test_lab_up_and_down_leave_nothing(tmp_path: Path) -> None:
         down = subprocess.run([natt_lab, "down", "--prefix", prefix], capture_output=True, text=True, timeout=120)
     assert down.returncode == 0, down.stderr
     assert not Lab(prefix).exists() and not Lab(prefix).leftover_links()
+    assert not procs.run_dir(prefix).exists(), "configs and logs removed too"
     for pid in pids:
         assert _gone(pid), f"process {pid} survived lab-down"
     again = subprocess.run([natt_lab, "down", "--prefix", prefix], capture_output=True, text=True, timeout=60)
