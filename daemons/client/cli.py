@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from natt_daemons.client import config as cfg
+from natt_daemons.common.cli import control_options as shared_control_options
 from natt_daemons.common.cli import emit, request, run_daemon, setup_logging, socket_path, stream
 
 DEFAULT_SOCKET = "/run/natt/client-default.sock"
@@ -18,10 +19,7 @@ def _path(sock: str | None, config: str | None) -> str:
     return socket_path(sock, config, cfg.load, DEFAULT_SOCKET)
 
 
-def control_options(f):
-    f = click.option("--json", "as_json", is_flag=True, help="machine-readable output")(f)
-    f = click.option("--config", "config", type=click.Path(dir_okay=False), help="the profile")(f)
-    return click.option("--socket", "sock", help="control socket (default: from --config)")(f)
+control_options = shared_control_options(DEFAULT_SOCKET)
 
 
 @click.group()

@@ -9,7 +9,7 @@ from pathlib import Path
 from natt.errors import UnsupportedAlgorithm
 from natt.ike import suites
 from natt.ike.config import ClientProfile, Timers
-from natt_daemons.common.config import ConfigError, load_toml, optional, require
+from natt_daemons.common.config import ConfigError, load_toml, optional, read_secret, require
 
 
 @dataclass
@@ -42,21 +42,9 @@ def load(path: str | Path, password: str | None = None) -> ClientSettings:
         ipaddress.IPv4Address(peer)
     except ValueError as e:
         raise ConfigError(f"{where}: concentrator {peer!r} is not an IPv4 address") from e
-    psk = c.get("psk")
-    if "psk_file" in c:
-        try:
-            psk = (path.parent / str(c["psk_file"])).read_text().strip()
-        except OSError as e:
-            raise ConfigError(f"{where}: psk_file: {e}") from e
-    if not isinstance(psk, str) or not psk:
-        raise ConfigError(f"{where}: 'psk' (the group password) is required")
+    psk = read_secret(c, "psk", path, where, required=True)
     if password is None:
-        password = optional(c, "password", str, "", where)
-        if "password_file" in c:
-            try:
-                password = (path.parent / str(c["password_file"])).read_text().strip()
-            except OSError as e:
-                raise ConfigError(f"{where}: password_file: {e}") from e
+        password = read_secret(c, "password", path, where, required=False)
     mode = optional(c, "mode", str, "aggressive", where)
     if mode not in ("aggressive", "main"):
         raise ConfigError(f"{where}: mode must be 'aggressive' or 'main'")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -21,6 +20,7 @@ from natt_daemons.common import sdnotify
 from natt_daemons.common.control import ControlError, ControlServer
 from natt_daemons.common.datapath import Datapath
 from natt_daemons.common.ikeio import IkeDriver
+from natt_daemons.common.lifecycle import serve_until_stopped
 from natt_daemons.common.logstream import follow, mirror_to_stderr
 from natt_daemons.common.tun import (
     Tun,
@@ -57,7 +57,6 @@ class Client:
         self.want_connected = False
         self.last_error = ""
         self.diagnosis: list[str] = []
-        self._stop = asyncio.Event()
         self._reconnect: asyncio.TimerHandle | None = None
         self._ready_sent = False
 
@@ -88,13 +87,7 @@ class Client:
             self.connect()
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
-        loop.add_signal_handler(signal.SIGINT, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-        await self.start()
-        await self._stop.wait()
-        await self.shutdown()
+        await serve_until_stopped(self.start, self.shutdown, self.reload)
 
     async def shutdown(self) -> None:
         sdnotify.stopping()

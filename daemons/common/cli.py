@@ -14,6 +14,19 @@ from natt_daemons.common.config import ConfigError
 from natt_daemons.common.control import ControlError, call, follow
 
 
+def control_options(default_socket: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--socket, --config and --json, which every view and control command takes."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        f = click.option("--json", "as_json", is_flag=True, help="machine-readable output")(f)
+        f = click.option("--config", "config", type=click.Path(dir_okay=False),
+                         help="the daemon's config file (its control socket path is read from it)")(f)
+        return click.option("--socket", "sock", help=f"control socket (default: from --config, else "
+                                                     f"{default_socket})")(f)
+
+    return decorate
+
+
 def setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -37,3 +37,19 @@ def optional(table: dict[str, Any], key: str, kind: type | tuple[type, ...], def
         name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
         raise ConfigError(f"{where}: '{key}' must be {name}, not {type(value).__name__}")
     return value
+
+
+def read_secret(table: dict[str, Any], key: str, base: Path, where: str, *, required: bool) -> str:
+    """`key = "..."` inline, or `key_file = "name"` relative to the config file (kept out of the config)."""
+    value = table.get(key)
+    file_key = f"{key}_file"
+    if file_key in table:
+        try:
+            value = (base.parent / str(table[file_key])).read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"{where}: {file_key}: {e}") from e
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value):
+        raise ConfigError(f"{where}: '{key}' (or '{file_key}') is required")
+    return value

@@ -8,21 +8,12 @@ from typing import Any
 
 import click
 
+from natt_daemons.common.cli import control_options as shared_control_options
 from natt_daemons.common.cli import emit, request, run_daemon, setup_logging, socket_path, stream
 from natt_daemons.common.passwords import hash_password
 from natt_daemons.concentrator import config as cfg
 
-SOCKET_OPTS = [
-    click.option("--socket", "sock", help="control socket (default: from --config, else /run/natt/concentrator.sock)"),
-    click.option("--config", "config", type=click.Path(dir_okay=False), help="the daemon's config file"),
-    click.option("--json", "as_json", is_flag=True, help="machine-readable output"),
-]
-
-
-def control_options(f):
-    for opt in reversed(SOCKET_OPTS):
-        f = opt(f)
-    return f
+control_options = shared_control_options(cfg.DEFAULT_SOCKET)
 
 
 def _path(sock: str | None, config: str | None) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 from natt.errors import UnsupportedAlgorithm
 from natt.ike import suites
 from natt.ike.config import ConcentratorPolicy, GroupPolicy, Timers
-from natt_daemons.common.config import ConfigError, load_toml, optional, require
+from natt_daemons.common.config import ConfigError, load_toml, optional, read_secret, require
 from natt_daemons.common.passwords import PasswordFormatError, verify_password
 
 DEFAULT_SOCKET = "/run/natt/concentrator.sock"
@@ -46,14 +46,7 @@ def _net(value: str, where: str) -> str:
 
 def _group(name: str, t: dict[str, Any], base: Path, p1_life: int, p2_life: int) -> GroupPolicy:
     where = f"[groups.{name}]"
-    psk = t.get("psk")
-    if "psk_file" in t:
-        try:
-            psk = (base.parent / str(t["psk_file"])).read_text().strip()
-        except OSError as e:
-            raise ConfigError(f"{where}: psk_file: {e}") from e
-    if not isinstance(psk, str) or not psk:
-        raise ConfigError(f"{where}: 'psk' (or 'psk_file') is required")
+    psk = read_secret(t, "psk", base, where, required=True)
     try:
         p1 = tuple(suites.phase1(s, p1_life) for s in optional(t, "phase1", list, ["aes256-sha256-modp2048"], where))
         p2 = tuple(suites.phase2(s, p2_life) for s in optional(t, "phase2", list,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ from natt_daemons.common import sdnotify
 from natt_daemons.common.control import ControlError, ControlServer
 from natt_daemons.common.datapath import Datapath, Inbound
 from natt_daemons.common.ikeio import IkeDriver
+from natt_daemons.common.lifecycle import serve_until_stopped
 from natt_daemons.common.logstream import follow, mirror_to_stderr
 from natt_daemons.common.tun import Tun, add_route, del_route, open_tun
 from natt_daemons.concentrator import views
@@ -41,7 +41,6 @@ class Concentrator:
         self.events.log.subscribe(mirror_to_stderr(log))
         self.started_wall = time.time()
         self.login_wall: dict[int, float] = {}
-        self._stop = asyncio.Event()
         self._routes: list[str] = []
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -75,13 +74,7 @@ class Concentrator:
         sdnotify.ready(f"listening on {s.address}")
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
-        loop.add_signal_handler(signal.SIGINT, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-        await self.start()
-        await self._stop.wait()
-        await self.shutdown()
+        await serve_until_stopped(self.start, self.shutdown, self.reload)
 
     async def shutdown(self) -> None:
         sdnotify.stopping()
