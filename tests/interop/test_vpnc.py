@@ -1,0 +1,103 @@
+"""vpnc (a Cisco-compatible IKEv1 client from Debian, userspace ESP) against our concentrator.
+
+Both lab clients run vpnc at once behind our PAT gateway: XAUTH, Mode Config, NAT-T float to 4500,
+traffic to the server both ways, DPD answered, keepalives, and a clean disconnect.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from natt_daemons.common.control import call
+from natt_daemons.lab import procs, scenario
+from natt_daemons.lab.scenario import Scenario, ScenarioConfig
+from natt_daemons.lab.topology import ADDR, CLIENT1, CLIENT2, Lab
+from tests.interop.vpnc import VPNC, start_vpnc
+
+pytestmark = [
+    pytest.mark.interop,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces, TUN, nftables"),
+    pytest.mark.skipif(not Path(VPNC).exists(), reason="vpnc is installed by `make test` (Debian package vpnc)"),
+]
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+# (phase 1 suite on the concentrator, phase 2 suite, vpnc's DH group): the seed's and a stronger one.
+SUITES = {
+    "seed-3des-md5-dh2": ("3des-md5-modp1024", "3des-md5", "dh2"),
+    "aes256-sha1-dh5": ("aes256-sha1-modp1536", "aes256-sha1", "dh5"),
+}
+
+
+@pytest.fixture(params=[(s, m) for s in SUITES for m in ("natt", "force-natt")], ids=lambda p: f"{p[0]}-{p[1]}")
+def lab(request: pytest.FixtureRequest) -> Iterator[tuple[Scenario, str, str, bool]]:
+    suite, mode = request.param
+    p1, p2, dh = SUITES[suite]
+    prefix = f"vp{secrets.token_hex(3)}-"
+    extra = {"phase1": f'["{p1}"]', "phase2": f'["{p2}"]', "dpd_interval": "4", "keepalive_interval": "3"}
+    sc = Scenario(Lab(prefix), CONFIGS, ScenarioConfig(concentrator_extra=extra))
+    try:
+        sc.lab.up()
+        sc.start_infrastructure()
+        yield sc, mode, dh, p1.startswith("3des")
+    finally:
+        sc.stop()
+        scenario.tear_down(prefix)
+
+
+def _sessions(sc: Scenario) -> dict[str, dict]:
+    return {r["username"]: r for r in call(sc.socket("concentrator"), "sessions")["remote_access"]}
+
+
+def _tun_address(sc: Scenario, role: str) -> str | None:
+    out = sc.lab.run(role, ["ip", "-4", "-o", "addr", "show", "dev", f"vpnc-{role[-1]}"]).stdout
+    parts = out.split()
+    return parts[parts.index("inet") + 1].split("/")[0] if "inet" in parts else None
+
+
+def test_two_vpnc_clients_behind_the_pat(lab: tuple[Scenario, str, str, bool]) -> None:
+    sc, mode, dh, weak = lab
+    clients = {
+        CLIENT1: start_vpnc(sc.lab, CLIENT1, sc.run_dir, "vpnclient1", "lab-pass-1", natt_mode=mode, dh_group=dh,
+                              weak=weak),
+        CLIENT2: start_vpnc(sc.lab, CLIENT2, sc.run_dir, "vpnclient2", "lab-pass-2", natt_mode=mode, dh_group=dh,
+                              weak=weak),
+    }
+    try:
+        addrs = {role: procs.wait_for(lambda r=role: _tun_address(sc, r), 30, 0.3, f"vpnc address in {role}")
+                 for role in clients}
+        assert len(set(addrs.values())) == 2 and all(a.startswith("10.40.1.") for a in addrs.values())
+        for role in clients:
+            assert sc.ping(role, ADDR.server), f"vpnc in {role} reaches {ADDR.server}"
+        rows = _sessions(sc)
+        assert set(rows) == {"vpnclient1", "vpnclient2"}
+        for r in rows.values():
+            assert r["protocol"] == "IPsec/NAT-T" and r["public_ip"] == ADDR.pat_outside
+            assert r["bytes_rx"] > 0 and r["bytes_tx"] > 0
+            assert r["assigned_ip"] in addrs.values()
+        for user in rows:
+            (detail,) = call(sc.socket("concentrator"), "session", {"user": user})
+            assert all(s["udp_destination_port"] == 4500 for s in detail["ipsec"])
+        # Idle for a while: our DPD R-U-THERE must be answered, keepalives flow, nobody is dropped.
+        time.sleep(12)
+        log = "\n".join(e["text"] for e in call(sc.socket("concentrator"), "log", {}))
+        assert "Sending keep-alive of type DPD R-U-THERE (seq number" in log
+        assert "Xmit IPSEC-over-UDP NAT keepalive packet: success" in log
+        assert "did not answer" not in log, "vpnc answered every DPD request"
+        assert set(_sessions(sc)) == {"vpnclient1", "vpnclient2"}
+        assert sc.ping(CLIENT1, ADDR.server)
+        # A clean disconnect: vpnc deletes its SAs, the concentrator forgets the session.
+        clients[CLIENT1].stop()
+        procs.wait_for(lambda: set(_sessions(sc)) == {"vpnclient2"}, 15, 0.3, "vpnclient1 session removed")
+        log = "\n".join(e["text"] for e in call(sc.socket("concentrator"), "log", {"classes": ["IKE"]}))
+        assert "IKE SA deleted: peer deleted the IKE SA" in log, "removed by vpnc's DELETE, not by DPD"
+        assert sc.ping(CLIENT2, ADDR.server), "the other vpnc is undisturbed"
+    finally:
+        for c in clients.values():
+            c.stop()
