@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 PYTEST_ARGS ?=
-APT_PACKAGES := tshark iproute2 nftables conntrack systemd iputils-ping iperf3 vpnc vpnc-scripts strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins
+APT_PACKAGES := tshark iproute2 nftables conntrack systemd iputils-ping iperf3 vpnc vpnc-scripts strongswan-charon strongswan-swanctl libcharon-extra-plugins libcharon-extauth-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins
 LAB_PREFIX ?= natt-
 
 .PHONY: test deps apt-deps venv lint unit protocol clean

@@ -32,6 +32,13 @@ def _port(value: int, where: str) -> int:
     return value
 
 
+def _lifetime(value: int, key: str, where: str) -> int:
+    # Below a minute a rekey could not finish before the SA expires; above 24 h is beyond what peers accept.
+    if not 60 <= value <= 86400:
+        raise ConfigError(f"{where}: {key} {value} is outside 60..86400 seconds")
+    return value
+
+
 def load(path: str | Path, password: str | None = None) -> ClientSettings:
     path = Path(path)
     doc = load_toml(path)
@@ -48,10 +55,13 @@ def load(path: str | Path, password: str | None = None) -> ClientSettings:
     mode = optional(c, "mode", str, "aggressive", where)
     if mode not in ("aggressive", "main"):
         raise ConfigError(f"{where}: mode must be 'aggressive' or 'main'")
+    p1_life = _lifetime(optional(c, "phase1_lifetime", int, 86400, where), "phase1_lifetime", where)
+    p2_life = _lifetime(optional(c, "phase2_lifetime", int, 28800, where), "phase2_lifetime", where)
     try:
-        p1 = tuple(suites.phase1(s) for s in optional(c, "phase1", list, ["aes256-sha256-modp2048"], where))
-        p2 = tuple(suites.phase2(s) for s in optional(c, "phase2", list,
-                                                      ["aes128gcm16", "aes256-sha256", "aes256-sha1"], where))
+        p1 = tuple(suites.phase1(s, p1_life)
+                   for s in optional(c, "phase1", list, ["aes256-sha256-modp2048"], where))
+        p2 = tuple(suites.phase2(s, p2_life)
+                   for s in optional(c, "phase2", list, ["aes128gcm16", "aes256-sha256", "aes256-sha1"], where))
     except UnsupportedAlgorithm as e:
         raise ConfigError(f"{where}: {e}") from e
     timers = Timers(

@@ -73,3 +73,15 @@ def test_client_profiles_load_and_validate(tmp_path: Path) -> None:
     p.write_text('[client]\nconcentrator = "198.51.100.50"\ngroup = "g"\npsk = "k"\nmode = "quick"\n')
     with pytest.raises(ConfigError, match="mode must be"):
         client_config.load(p)
+
+
+def test_client_lifetimes_reach_the_proposals(tmp_path: Path) -> None:
+    p = tmp_path / "k.toml"
+    base = '[client]\nconcentrator = "198.51.100.50"\ngroup = "g"\npsk = "k"\n'
+    p.write_text(base + "phase1_lifetime = 3600\nphase2_lifetime = 60\n")
+    s = client_config.load(p)
+    assert {x.lifetime for x in s.profile.phase1} == {3600}
+    assert {x.lifetime for x in s.profile.phase2} == {60}
+    p.write_text(base + "phase2_lifetime = 10\n")
+    with pytest.raises(ConfigError, match="phase2_lifetime 10 is outside"):
+        client_config.load(p)

@@ -1,0 +1,238 @@
+"""A private strongSwan (charon + swanctl) run inside one lab namespace, for the interop tests.
+
+Everything lives in one directory: strongswan.conf, swanctl.conf, the charon log, the vici socket, and
+charon's pid file. charon's pid file path is compiled in (/var/run/charon.pid) and charon refuses to start
+when it exists, so charon runs in a private mount namespace with that directory's run/ bind-mounted over
+/run: its pid file is <dir>/run/charon.pid and no other charon on the host is affected. The kernel has no
+ESP, so charon uses the kernel-libipsec plugin (ESP in userspace, over a TUN device).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from natt_daemons.lab import procs
+from natt_daemons.lab.topology import Lab
+
+CHARON = Path("/usr/lib/ipsec/charon")
+SWANCTL = shutil.which("swanctl") or "/usr/sbin/swanctl"
+
+# The plugins charon loads, by name. xauth-generic (XAuth against `secrets { xauth {...} }`) is in Debian's
+# libcharon-extauth-plugins; openssl and gcm (3DES, AES-GCM) in libstrongswan-standard-plugins.
+PLUGINS = (
+    "random nonce openssl aes gcm sha1 sha2 md5 hmac gmp curve25519 kdf pem pkcs1 pubkey x509 "
+    "kernel-libipsec kernel-netlink socket-default vici attr updown xauth-generic"
+)
+NEEDED = {
+    "kernel-libipsec": "libcharon-extra-plugins",
+    "xauth-generic": "libcharon-extauth-plugins",
+    "openssl": "libstrongswan-standard-plugins",
+    "gcm": "libstrongswan-standard-plugins",
+}
+
+
+def missing() -> str | None:
+    """Why strongSwan cannot run here, or None."""
+    if not CHARON.exists():
+        return f"{CHARON} is not installed (strongswan-charon)"
+    if not Path(SWANCTL).exists():
+        return "swanctl is not installed (strongswan-swanctl)"
+    for plugin, package in NEEDED.items():
+        if not Path(f"/usr/lib/ipsec/plugins/libstrongswan-{plugin}.so").exists():
+            return f"strongSwan's {plugin} plugin is not installed ({package})"
+    if shutil.which("unshare") is None:
+        return "unshare (util-linux) is not installed"
+    return None
+
+
+def strongswan_conf(workdir: Path) -> str:
+    return f"""\
+charon {{
+    load_modular = no
+    load = {PLUGINS}
+    port = 500
+    port_nat_t = 4500
+    install_routes = yes
+    # IKEv1 Aggressive Mode with a PSK exposes a hash of the key to offline attack; the seed uses it.
+    i_dont_care_about_security_and_use_aggressive_mode_psk = yes
+    filelog {{
+        charon {{
+            path = {workdir}/charon.log
+            time_format = %b %e %T
+            default = 1
+            ike = 2
+            cfg = 2
+            knl = 2
+            esp = 2
+            append = no
+            flush_line = yes
+        }}
+    }}
+    plugins {{
+        vici {{
+            socket = unix://{workdir}/charon.vici
+        }}
+        kernel-libipsec {{
+            allow_peer_ts = no
+        }}
+    }}
+}}
+swanctl {{
+    load = pem pkcs1 x509 pubkey random nonce
+}}
+"""
+
+
+@dataclass
+class Suite:
+    name: str
+    ike: str  # swanctl proposal, e.g. "3des-md5-modp1024"
+    esp: str  # swanctl esp_proposal, e.g. "3des-md5"
+    client_phase1: str  # natt suite names
+    client_phase2: str
+
+
+def swanctl_conf(
+    suite: Suite,
+    local_id: str,
+    group: str,
+    psk: str,
+    users: dict[str, str],
+    pool: str,
+    rekey_time: str | None = None,
+    dpd_delay: int = 10,
+) -> str:
+    """One IKEv1 Aggressive Mode + XAuth + Mode Config connection; rekey_time (e.g. "60s") for the CHILD_SAs."""
+    rekey = f"\n                rekey_time = {rekey_time}\n                life_time = 8h" if rekey_time else ""
+    secrets = "".join(
+        f'    xauth-{i} {{\n        id = {u}\n        secret = "{p}"\n    }}\n'
+        for i, (u, p) in enumerate(users.items())
+    )
+    return f"""\
+connections {{
+    natt {{
+        version = 1
+        aggressive = yes
+        proposals = {suite.ike}
+        pools = p
+        dpd_delay = {dpd_delay}s
+        encap = no
+        local {{
+            auth = psk
+            id = {local_id}
+        }}
+        remote-1 {{
+            auth = psk
+            id = keyid:{group}
+        }}
+        remote-2 {{
+            auth = xauth
+        }}
+        children {{
+            net {{
+                local_ts = 0.0.0.0/0
+                esp_proposals = {suite.esp}{rekey}
+            }}
+        }}
+    }}
+}}
+pools {{
+    p {{
+        addrs = {pool}
+    }}
+}}
+secrets {{
+    ike-group {{
+        id = keyid:{group}
+        secret = "{psk}"
+    }}
+{secrets}}}
+"""
+
+
+@dataclass
+class Charon:
+    lab: Lab
+    role: str
+    workdir: Path
+    proc: procs.Proc | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        return f"unix://{self.workdir}/charon.vici"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "charon.log"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.workdir / "run" / "charon.pid"
+
+    def write(self, swanctl: str) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self.workdir / "run").mkdir(exist_ok=True, mode=0o700)
+        (self.workdir / "strongswan.conf").write_text(strongswan_conf(self.workdir))
+        p = self.workdir / "swanctl.conf"
+        p.write_text(swanctl)
+        p.chmod(0o600)
+
+    def start(self, timeout: float = 20.0) -> None:
+        self.env = {**os.environ, "STRONGSWAN_CONF": str(self.workdir / "strongswan.conf")}
+        # `ip netns exec` → unshare → sh → charon, each exec'ing the next: the recorded pid is charon's.
+        script = f'mount --bind "{self.workdir}/run" /run && exec "{CHARON}"'
+        argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+        self.proc = procs.start(self.lab, self.role, argv, self.workdir / "charon.out", name="charon", env=self.env)
+
+        def ready() -> bool:
+            if not self.proc.alive:
+                raise RuntimeError(f"charon exited:\n{self.proc.log()[-3000:]}\n{self.log()[-3000:]}")
+            return (self.workdir / "charon.vici").exists()
+
+        procs.wait_for(ready, timeout, 0.1, "charon's vici socket")
+
+    def swanctl(self, command: str, *args: str, timeout: float = 20.0) -> str:
+        argv = [SWANCTL, command, "--uri", self.uri, *args]  # swanctl takes options after the command only
+        out = self.lab.run(self.role, argv, env=self.env, timeout=timeout)
+        if out.returncode != 0:
+            what = " ".join([command, *args])
+            raise RuntimeError(f"swanctl {what} failed ({out.returncode}):\n{out.stdout}{out.stderr}")
+        return out.stdout
+
+    def load(self) -> str:
+        return self.swanctl("--load-all", "--file", str(self.workdir / "swanctl.conf"))
+
+    def list_sas(self) -> str:
+        return self.swanctl("--list-sas")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self) -> None:
+        """SIGTERM to charon by its recorded pid (SIGKILL after a bound); its pid file is checked too."""
+        if self.proc is not None:
+            self.proc.stop(8.0)
+            self.proc = None
+        # A charon started here can only have written its pid file into workdir/run; if one is still
+        # there and names a live charon (e.g. the Proc handle was lost), end exactly that pid.
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            pid = int(self.pidfile.read_text().split()[0])
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            if comm == "charon":
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def spis(list_sas: str) -> set[str]:
+    """The ESP SPIs (hex, both directions) of every CHILD_SA in `swanctl --list-sas` output."""
+    return set(re.findall(r"^\s+(?:in|out)\s+([0-9a-f]{8}),", list_sas, re.MULTILINE))
