@@ -9,6 +9,7 @@ from pathlib import Path
 from natt.errors import UnsupportedAlgorithm
 from natt.ike import suites
 from natt.ike.config import ClientProfile, Timers
+from natt.ike.natd import NATT_VERSIONS
 from natt_daemons.common.config import ConfigError, load_toml, optional, read_secret, require
 
 
@@ -30,6 +31,13 @@ def _port(value: int, where: str) -> int:
     if not 0 <= value <= 65535:
         raise ConfigError(f"{where}: ike_port {value} is not a UDP port (0 = any free port)")
     return value
+
+
+def _natt_versions(names: list[str], where: str) -> tuple[bytes, ...]:
+    unknown = [n for n in names if n not in NATT_VERSIONS]
+    if unknown or not names:
+        raise ConfigError(f"{where}: natt_versions {names!r}: choose from {', '.join(NATT_VERSIONS)}")
+    return tuple(NATT_VERSIONS[n] for n in names)
 
 
 def _lifetime(value: int, key: str, where: str) -> int:
@@ -79,6 +87,8 @@ def load(path: str | Path, password: str | None = None) -> ClientSettings:
         mode=mode,
         nat_traversal=optional(c, "transparent_tunneling", bool, True, where),
         force_natt=optional(c, "force_natt", bool, False, where),
+        ipsec_over_udp=optional(c, "ipsec_over_udp", bool, True, where),
+        natt_vendor_ids=_natt_versions(optional(c, "natt_versions", list, ["rfc3947", "draft-02n"], where), where),
         phase1=p1,
         phase2=p2,
         app_version=optional(c, "app_version", str, "natt client 0.1", where),

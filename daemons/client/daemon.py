@@ -150,9 +150,11 @@ class Client:
         assert dp is not None
         if isinstance(event, ModeConfigDone):
             self.assigned = event
+            if sa is not None and sa.cisco_udp_port is not None:
+                self._open_ipsec_over_udp(sa.cisco_udp_port)
             self._in_background(asyncio.to_thread(self._setup_network, event))
         elif isinstance(event, ChildSaUp) and sa is not None:
-            dp.install(event, sa.remote)
+            dp.install(event, sa.peer)
             if self.state != "connected":
                 self.state = "connected"
                 self.connected_at = time.time()
@@ -167,6 +169,23 @@ class Client:
             self.state = "disconnected"
             if self.want_connected and self.settings.reconnect and "XAUTH" not in event.reason:
                 self._schedule_reconnect()
+
+    def _open_ipsec_over_udp(self, port: int) -> None:
+        """Cisco IPsec over UDP: ESP leaves from the announced port (as vpnc does), kept for later connections."""
+        assert self.datapath is not None and self.driver is not None
+        if port in self.datapath.cisco_udp:
+            return
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.local, port))
+        except OSError as e:
+            sock.close()
+            log.error("IPsec over UDP: cannot bind UDP %d: %s; no data will pass", port, e)
+            return
+        sock.setblocking(False)
+        self.datapath.add_cisco_udp(port, sock, asyncio.get_running_loop())
+        self.driver.attach(port, sock)  # the core's keepalives for this port leave by it
 
     def _in_background(self, coro) -> None:
         """Netlink work runs off the loop's thread (see tun.py); keep a reference until it ends."""
@@ -272,7 +291,9 @@ class Client:
             **self.counters(),
         }
         if sa is not None:
-            status["tunnel_port"] = sa.remote[1] if sa.udp_encap else 0
+            status["tunnel_port"] = sa.remote[1] if sa.udp_encap else sa.cisco_udp_port or 0
+            status["transport"] = ("NAT-T" if sa.udp_encap else
+                                   "IPsec over UDP" if sa.cisco_udp_port is not None else "ESP")
             status["nat"] = {"this_end_behind_nat": sa.nat.local_behind_nat if sa.nat else False,
                              "remote_end_behind_nat": sa.nat.remote_behind_nat if sa.nat else False,
                              "natt": sa.natt.name if sa.natt else None}

@@ -1,7 +1,7 @@
 """The ESP fast path shared by the concentrator and the client.
 
-TUN → (flow cache → outbound EspSA) → UDP 4500 or raw IP protocol 50;
-UDP 4500 / raw ESP → (SPI → inbound EspSA) → selector check → TUN.
+TUN → (flow cache → outbound EspSA) → UDP 4500, a Cisco IPsec-over-UDP port, or raw IP protocol 50;
+UDP 4500 / IPsec-over-UDP / raw ESP → (SPI → inbound EspSA) → selector check → TUN.
 Each readable descriptor is drained in a loop; IKE datagrams found on 4500 go to a callback.
 No IKE work happens here, and nothing per packet allocates more than the crypto needs.
 """
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from natt.errors import EspError
 from natt.esp.sa import EspSA, peek_spi
 from natt.esp.transforms import make_transform
-from natt.esp.udpencap import DatagramKind, classify_4500
+from natt.esp.udpencap import DatagramKind, classify_4500, classify_cisco_udp
 from natt.ike.events import ChildSaUp
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,14 @@ class Outbound:
     esp: EspSA
     sa_id: int
     inbound_spi: int
-    remote: tuple[str, int]
-    udp: bool
+    remote: tuple[str, int]  # port 0: not known yet (IPsec over UDP learns it from the peer)
+    sock: socket.socket | None  # the UDP socket ESP leaves by; None = raw IP protocol 50
     local_net: ipaddress.IPv4Network
     remote_net: ipaddress.IPv4Network
+
+    @property
+    def udp(self) -> bool:
+        return self.sock is not None
 
 
 @dataclass
@@ -62,10 +66,12 @@ class Datapath:
         on_ike: Callable[[bytes, tuple[str, int], int], None],
         on_first_data: Callable[[Inbound], None] | None = None,
         on_inbound: Callable[[int], None] | None = None,
+        cisco_udp: dict[int, socket.socket] | None = None,
     ) -> None:
         self.tun_fd = tun_fd
         self.udp = udp
         self.udp_port = udp.getsockname()[1]
+        self.cisco_udp: dict[int, socket.socket] = dict(cisco_udp or {})
         self.raw = raw_esp
         self.on_ike = on_ike
         self.on_first_data = on_first_data
@@ -77,11 +83,16 @@ class Datapath:
 
     # -- SA table ------------------------------------------------------------------------
 
-    def install(self, up: ChildSaUp, remote: tuple[str, int]) -> Outbound:
+    def install(self, up: ChildSaUp, peer: str) -> Outbound:
         t = make_transform(up.transform, up.key_bits, up.auth)
+        sock: socket.socket | None = None
+        if up.udp_encap:
+            sock = self.udp if up.local_port == self.udp_port else self.cisco_udp.get(up.local_port)
+            if sock is None:
+                raise ValueError(f"no UDP socket on port {up.local_port} for SA 0x{up.inbound_spi:08x}")
         out = Outbound(EspSA(up.outbound_spi, t, up.keymat_out, outbound=True), up.sa_id, up.inbound_spi,
-                       remote, up.udp_encap, ipaddress.IPv4Network(up.local_selector),
-                       ipaddress.IPv4Network(up.remote_selector))
+                       (peer, up.remote_port if up.udp_encap else 0), sock,
+                       ipaddress.IPv4Network(up.local_selector), ipaddress.IPv4Network(up.remote_selector))
         # The newest SA for a selector pair wins (a rekey); the old one stays for inbound until deleted.
         self.outbound = [o for o in self.outbound
                          if (o.local_net, o.remote_net, o.sa_id) != (out.local_net, out.remote_net, out.sa_id)]
@@ -99,9 +110,14 @@ class Datapath:
         return entry
 
     def update_remote(self, sa_id: int, remote: tuple[str, int]) -> None:
+        """IKE floated or was rebound: NAT-T ESP follows it (IPsec over UDP learns its own port)."""
         for o in self.outbound:
-            if o.sa_id == sa_id:
+            if o.sa_id == sa_id and o.sock is self.udp:
                 o.remote = remote
+
+    def add_cisco_udp(self, port: int, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        self.cisco_udp[port] = sock
+        loop.add_reader(sock.fileno(), self._cisco_readable, sock)
 
     def children(self, sa_id: int) -> list[Inbound]:
         return [i for i in self.inbound.values() if i.sa_id == sa_id]
@@ -113,9 +129,13 @@ class Datapath:
         loop.add_reader(self.udp.fileno(), self._udp_readable)
         if self.raw is not None:
             loop.add_reader(self.raw.fileno(), self._raw_readable)
+        for sock in self.cisco_udp.values():
+            loop.add_reader(sock.fileno(), self._cisco_readable, sock)
 
     def stop(self, loop: asyncio.AbstractEventLoop) -> None:
-        for fd in (self.tun_fd, self.udp.fileno(), self.raw.fileno() if self.raw else -1):
+        fds = [self.tun_fd, self.udp.fileno(), self.raw.fileno() if self.raw else -1]
+        fds += [s.fileno() for s in self.cisco_udp.values()]
+        for fd in fds:
             if fd >= 0:
                 loop.remove_reader(fd)
 
@@ -155,8 +175,11 @@ class Datapath:
                 continue
             try:
                 esp = out.esp.encrypt(pkt)
-                if out.udp:
-                    self.udp.sendto(esp, out.remote)
+                if out.sock is not None:
+                    if not out.remote[1]:
+                        self.stats.drops["peer-port-unknown"] += 1
+                        continue
+                    out.sock.sendto(esp, out.remote)
                 elif self.raw is not None:
                     self.raw.sendto(esp, (out.remote[0], 0))
                 else:
@@ -187,6 +210,32 @@ class Datapath:
             else:
                 self.on_ike(data, addr, self.udp_port)
 
+    def _cisco_readable(self, sock: socket.socket) -> None:
+        recv = sock.recvfrom
+        for _ in range(MAX_BATCH):
+            try:
+                data, addr = recv(65535)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                log.debug("UDP receive error: %s", e)
+                return
+            kind = classify_cisco_udp(data)
+            if kind is DatagramKind.ESP:
+                self._esp_in(data, addr)
+            elif kind is DatagramKind.KEEPALIVE:
+                self._keepalive_in(sock, addr)
+            else:
+                self.stats.drops["invalid-udp"] += 1
+
+    def _keepalive_in(self, sock: socket.socket, addr: tuple[str, int]) -> None:
+        """A keepalive tells the client's translated port before any ESP, if only one session could have sent it."""
+        waiting = [o for o in self.outbound if o.sock is sock and o.remote == (addr[0], 0)]
+        if waiting and len({o.sa_id for o in waiting}) == 1:
+            for o in waiting:
+                o.remote = addr
+            self._flows.clear()
+
     def _raw_readable(self) -> None:
         assert self.raw is not None
         recv = self.raw.recvfrom
@@ -216,8 +265,12 @@ class Datapath:
             # RFC 4301 5.2: a decrypted packet must match the SA's selectors.
             self.stats.drops["selector-mismatch"] += 1
             return
-        if out.udp and addr[1] and addr != out.remote:
-            out.remote = addr  # NAT rebinding: follow the peer's new translated port (RFC 3948)
+        if out.sock is not None and addr[1] and addr != out.remote:
+            # NAT rebinding (RFC 3948), or IPsec over UDP learning the port: authenticated ESP says where the
+            # peer is now, for every SA of this session on this socket.
+            for o in self.outbound:
+                if o.sa_id == out.sa_id and o.sock is out.sock:
+                    o.remote = addr
         if not entry.seen_data:
             entry.seen_data = True
             if self.on_first_data is not None:

@@ -10,6 +10,7 @@ from typing import Any
 from natt.errors import UnsupportedAlgorithm
 from natt.ike import suites
 from natt.ike.config import ConcentratorPolicy, GroupPolicy, Timers
+from natt.wire.constants import CISCO_UDP_PORT, NATT_PORT
 from natt_daemons.common.config import ConfigError, load_toml, optional, read_secret, require
 from natt_daemons.common.passwords import PasswordFormatError, verify_password
 
@@ -44,6 +45,13 @@ def _net(value: str, where: str) -> str:
         raise ConfigError(f"{where}: {value!r} is not an IPv4 network") from e
 
 
+def _udp_port(port: int, where: str) -> int:
+    # 4001-49151 as on the VPN 3000; 500 and 4500 belong to IKE and NAT-T.
+    if not 4001 <= port <= 49151 or port == NATT_PORT:
+        raise ConfigError(f"{where}: ipsec_over_udp_port {port} must be in 4001..49151 and not {NATT_PORT}")
+    return port
+
+
 def _group(name: str, t: dict[str, Any], base: Path, p1_life: int, p2_life: int) -> GroupPolicy:
     where = f"[groups.{name}]"
     psk = read_secret(t, "psk", base, where, required=True)
@@ -69,6 +77,8 @@ def _group(name: str, t: dict[str, Any], base: Path, p1_life: int, p2_life: int)
         phase2=p2,
         xauth=optional(t, "xauth", bool, True, where),
         main_mode=optional(t, "main_mode", bool, True, where),
+        ipsec_over_udp=optional(t, "ipsec_over_udp", bool, False, where),
+        ipsec_over_udp_port=_udp_port(optional(t, "ipsec_over_udp_port", int, CISCO_UDP_PORT, where), where),
     )
 
 

@@ -65,6 +65,7 @@ class Concentrator:
         self.datapath = Datapath(self.tun.fd, udp, raw, on_ike=self.driver.feed, on_first_data=self._first_data,
                                  on_inbound=lambda sa_id: self.endpoint.note_inbound_traffic(sa_id, loop.time()))
         self.datapath.start(loop)
+        self._open_ipsec_over_udp(loop)
         self._register_commands()
         await self.control.start()
         if s.policy.nat_traversal is False:
@@ -72,6 +73,25 @@ class Concentrator:
                         "no data. Set nat_traversal = true to enable NAT-T.")
         log.info("listening on %s UDP %d/%d, private side via %s", s.address, s.ike_port, s.natt_port, s.tun)
         sdnotify.ready(f"listening on {s.address}")
+
+    def _open_ipsec_over_udp(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One UDP socket per IPsec-over-UDP port a group enables (at start and on reload)."""
+        assert self.datapath is not None
+        s = self.settings
+        for port in sorted({g.ipsec_over_udp_port for g in s.policy.groups.values() if g.ipsec_over_udp}):
+            if port in self.datapath.cisco_udp:
+                continue
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((s.address, port))
+            except OSError as e:
+                sock.close()
+                log.error("IPsec over UDP: cannot listen on UDP %d: %s", port, e)
+                continue
+            sock.setblocking(False)
+            self.datapath.add_cisco_udp(port, sock, loop)
+            log.info("IPsec over UDP listening on %s UDP %d", s.address, port)
 
     async def run(self) -> None:
         await serve_until_stopped(self.start, self.shutdown, self.reload)
@@ -86,6 +106,8 @@ class Concentrator:
         loop = asyncio.get_running_loop()
         if self.datapath is not None:
             self.datapath.stop(loop)
+            for sock in self.datapath.cisco_udp.values():
+                sock.close()
         await self.control.close()
         if self.driver is not None:
             self.driver.close()
@@ -105,6 +127,8 @@ class Concentrator:
         self.settings.policy = new.policy
         self.settings.users = new.users
         self.endpoint.policy = new.policy
+        if self.datapath is not None:
+            self._open_ipsec_over_udp(asyncio.get_running_loop())
         log.info("configuration reloaded (nat_traversal=%s)", new.policy.nat_traversal)
 
     # -- core events → datapath and log ------------------------------------------------------
@@ -115,7 +139,7 @@ class Concentrator:
         dp = self.datapath
         assert dp is not None
         if isinstance(event, ChildSaUp) and sa is not None:
-            dp.install(event, sa.remote)
+            dp.install(event, sa.peer)
             self.login_wall.setdefault(sa.id, time.time())
         elif isinstance(event, ChildSaDown):
             dp.remove(event.inbound_spi)

@@ -17,7 +17,9 @@ def _duration(seconds: float) -> str:
 
 
 def _protocol(sa: IkeSA) -> str:
-    return "IPsec/NAT-T" if sa.udp_encap else "IPSec"
+    if sa.udp_encap:
+        return "IPsec/NAT-T"
+    return "IPsec/UDP" if sa.cisco_udp_port is not None else "IPSec"
 
 
 def _bytes(sa: IkeSA, dp: Datapath) -> tuple[int, int]:

@@ -139,6 +139,15 @@ def qm_hash1(h: HashAlg, skeyid_a: bytes, mid: int, rest: bytes) -> bytes:
     return h.prf(skeyid_a, _mid(mid) + rest)
 
 
+def empty_info_hash(h: HashAlg, skeyid_a: bytes, mid: int) -> bytes:
+    """HASH(1) of an Informational with no payload after the HASH, as vpnc computes it: prf(SKEYID_a, 0x00 | M-ID).
+
+    RFC 2409 gives no form for an empty exchange; vpnc sends one every 9 s as an IKE keepalive in Cisco
+    IPsec-over-UDP mode and hashes one zero byte before the M-ID.
+    """
+    return h.prf(skeyid_a, b"\x00" + _mid(mid))
+
+
 def qm_hash2(h: HashAlg, skeyid_a: bytes, mid: int, ni_b: bytes, rest: bytes) -> bytes:
     """Quick Mode HASH(2) = prf(SKEYID_a, M-ID | Ni_b | every payload after HASH)."""
     return h.prf(skeyid_a, _mid(mid) + ni_b + rest)

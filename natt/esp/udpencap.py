@@ -12,12 +12,14 @@ from enum import Enum
 from natt.wire.constants import NAT_KEEPALIVE, NON_ESP_MARKER
 
 __all__ = [
+    "CISCO_UDP_KEEPALIVE",
     "DEFAULT_KEEPALIVE_INTERVAL",
     "KEEPALIVE_PAYLOAD",
     "DatagramKind",
     "KeepaliveTimer",
     "add_non_esp_marker",
     "classify_4500",
+    "classify_cisco_udp",
 ]
 
 KEEPALIVE_PAYLOAD = NAT_KEEPALIVE
@@ -90,3 +92,19 @@ class KeepaliveTimer:
         # Events may be reported out of order: never move the deadline back.
         if now > self._last:
             self._last = now
+
+
+# Cisco "IPsec over UDP" keepalives as vpnc sends them: four zero bytes (where an SPI would be) and 0xFF.
+CISCO_UDP_KEEPALIVE = NON_ESP_MARKER + NAT_KEEPALIVE
+
+
+def classify_cisco_udp(datagram: bytes) -> DatagramKind:
+    """What a datagram on a Cisco IPsec-over-UDP port carries: ESP as it is (no marker, no IKE), or a keepalive.
+
+    The port carries no IKE (that stays on UDP 500), so a zero SPI can only be a keepalive.
+    """
+    if datagram in (KEEPALIVE_PAYLOAD, CISCO_UDP_KEEPALIVE):
+        return DatagramKind.KEEPALIVE
+    if len(datagram) >= _ESP_MIN_LEN and datagram[:_MARKER_LEN] != NON_ESP_MARKER:
+        return DatagramKind.ESP
+    return DatagramKind.INVALID

@@ -376,6 +376,9 @@ RETRANSMITTING = _natt("RETRANSMITTING", _C.IKEDBG, 523, 7,
 CONNECTION_TERMINATED = _natt("CONNECTION_TERMINATED", _C.CM, 524, 4, "Connection terminated: {reason}")
 # Free text, for a diagnosis no entry above words; prefer a named entry.
 DIAGNOSIS = _natt("DIAGNOSIS", _C.IKE, 525, 3, "{text}")
+IPSEC_OVER_UDP = _natt("IPSEC_OVER_UDP", _C.NAT, 526, 5,
+                       "IPSec over UDP negotiated: ESP in UDP on port {port} (the client's port is learnt from its "
+                       "first ESP packet)")
 
 
 def _collect() -> dict[str, Message]:

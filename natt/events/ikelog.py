@@ -240,7 +240,9 @@ class IkeLogger:
             return
         self._emit(C.QM_KEY_GENERATING, now, e.peer, sa, scoped=True)
         self._emit(C.QM_KEY_GENERATING, now, e.peer, sa, scoped=True)
-        if e.udp_encap:
+        if e.udp_encap and sa is not None and sa.cisco_udp_port is not None:
+            self._emit(C.IPSEC_OVER_UDP, now, e.peer, sa, scoped=True, port=e.local_port)
+        elif e.udp_encap:
             self._emit(C.NAT_T_NEGOTIATED, now, e.peer, sa, scoped=True)
         dst, _, bits = e.local_selector.partition("/")
         self._emit(C.LOADING_SUBNET, now, e.peer, sa, scoped=True, dst=dst, mask=_mask(int(bits or 32)),

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from natt.wire.constants import (
+    CISCO_UDP_PORT,
     AuthAlgorithm,
     AuthMethod,
     EspTransformId,
@@ -74,6 +75,8 @@ class ClientProfile:
     mode: str = "aggressive"  # or "main"
     nat_traversal: bool = True  # "Enable Transparent Tunneling"
     force_natt: bool = False  # float to 4500 and encapsulate even without NAT
+    # With transparent tunneling on, also ask for Cisco "IPsec over UDP"; used only if NAT-T is not negotiated.
+    ipsec_over_udp: bool = True
     natt_vendor_ids: tuple[bytes, ...] = (VendorId.NATT_RFC3947, VendorId.NATT_DRAFT_02_N)
     phase1: tuple[Phase1Proposal, ...] = DEFAULT_PHASE1
     phase2: tuple[Phase2Proposal, ...] = DEFAULT_PHASE2
@@ -101,6 +104,10 @@ class GroupPolicy:
     phase2: tuple[Phase2Proposal, ...] = DEFAULT_PHASE2
     xauth: bool = True
     main_mode: bool = True
+    # Cisco "IPsec over UDP": ESP in plain UDP on this port, announced in Mode Config to a client that asks
+    # (vpnc --natt-mode cisco-udp). Used only when NAT-T was not negotiated: NAT-T is preferred.
+    ipsec_over_udp: bool = False
+    ipsec_over_udp_port: int = CISCO_UDP_PORT
 
 
 @dataclass

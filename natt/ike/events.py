@@ -118,8 +118,8 @@ class ChildSaUp(IkeEvent):
     auth: int | None
     keymat_in: bytes = field(repr=False)
     keymat_out: bytes = field(repr=False)
-    udp_encap: bool
-    local_port: int
+    udp_encap: bool  # ESP in UDP: NAT-T (RFC 3948) or Cisco IPsec over UDP
+    local_port: int  # the ESP transport's ports (UDP); remote_port 0 = learn it from the peer's first ESP
     remote_port: int
     local_selector: str
     remote_selector: str

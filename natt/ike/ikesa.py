@@ -138,6 +138,7 @@ class IkeSA:
     xauth_tries: int = 0
     xauth_done: bool = False
     assigned_address: str | None = None
+    cisco_udp_port: int | None = None  # IPsec over UDP, set by Mode Config
     modecfg: dict[str, object] = field(default_factory=dict)
     peer_app_version: str = ""
     children: dict[int, ChildSA] = field(default_factory=dict)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from natt.crypto import keys as kdf
 from natt.errors import InvalidHashInformation, MissingPayload, NattError
+from natt.esp.udpencap import CISCO_UDP_KEEPALIVE
 from natt.ike.config import Timers
 from natt.ike.events import DpdEvent, KeepaliveSent, NotifyReceived
 from natt.ike.ikesa import ChildSA, Datagram, IkeSA, Role, State
@@ -39,8 +40,12 @@ def check_hash(sa: IkeSA, msg: Message) -> None:
     if not msg.payloads or not isinstance(msg.payloads[0], Hash):
         raise MissingPayload("message does not start with HASH")
     want = kdf.info_hash(sa.hash, sa.skeyid_a, msg.header.message_id, msg.bytes_after_first())
-    if msg.payloads[0].data != want:
-        raise InvalidHashInformation("HASH(1) does not match")
+    if msg.payloads[0].data == want:
+        return
+    if len(msg.payloads) == 1 and msg.payloads[0].data == kdf.empty_info_hash(sa.hash, sa.skeyid_a,
+                                                                             msg.header.message_id):
+        return  # vpnc's IKE keepalive (sent in Cisco IPsec-over-UDP mode): an Informational with HASH only
+    raise InvalidHashInformation("HASH(1) does not match")
 
 
 def timers_for(ep: IkeEndpoint, sa: IkeSA) -> Timers:
@@ -165,7 +170,8 @@ def _delete(ep: IkeEndpoint, sa: IkeSA, d: Delete) -> None:
 
 def start_liveness(ep: IkeEndpoint, sa: IkeSA) -> None:
     t = timers_for(ep, sa)
-    if sa.floated and t.keepalive_interval > 0:
+    ipsec_over_udp = sa.cisco_udp_port is not None and sa.role is Role.INITIATOR
+    if (sa.floated or ipsec_over_udp) and t.keepalive_interval > 0:
         sa.next_keepalive = ep.now + t.keepalive_interval
     if sa.role is Role.INITIATOR and t.heartbeat_interval > 0:
         sa.next_heartbeat = ep.now + t.heartbeat_interval
@@ -190,7 +196,11 @@ def timers(ep: IkeEndpoint, sa: IkeSA) -> None:
     t = timers_for(ep, sa)
     now = ep.now
     if sa.next_keepalive is not None and now >= sa.next_keepalive:
-        ep.queue(Datagram(NAT_KEEPALIVE, sa.remote, sa.local[1]))
+        if sa.cisco_udp_port is not None:  # keep the PAT's mapping for the IPsec-over-UDP port alive
+            port = sa.cisco_udp_port
+            ep.queue(Datagram(CISCO_UDP_KEEPALIVE, (sa.remote[0], port), port))
+        else:
+            ep.queue(Datagram(NAT_KEEPALIVE, sa.remote, sa.local[1]))
         ep.emit(KeepaliveSent(sa.id, sa.peer))
         sa.next_keepalive = now + t.keepalive_interval
     if sa.next_heartbeat is not None and now >= sa.next_heartbeat:

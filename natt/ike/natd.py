@@ -16,6 +16,13 @@ NATT_VARIANTS: list[tuple[bytes, str]] = [
     (VendorId.NATT_DRAFT_02, "draft-02"),
 ]
 NATT_VENDOR_IDS = {vid for vid, _ in NATT_VARIANTS}
+# The names configuration files use for them.
+NATT_VERSIONS: dict[str, bytes] = {
+    "rfc3947": VendorId.NATT_RFC3947,
+    "draft-03": VendorId.NATT_DRAFT_03,
+    "draft-02n": VendorId.NATT_DRAFT_02_N,
+    "draft-02": VendorId.NATT_DRAFT_02,
+}
 
 
 @dataclass(frozen=True)

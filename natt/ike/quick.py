@@ -225,9 +225,15 @@ def _install(ep: IkeEndpoint, sa: IkeSA, qm: QuickModeState) -> None:
     child = ChildSA(qm.message_id, inbound, outbound, p, qm.encap, qm.local_selector, qm.remote_selector,
                     ep.now, ep.now + lifetime, ep.now + lifetime - margin if sa.role is Role.INITIATOR else None)
     sa.children[inbound] = child
-    udp = qm.encap in UDP_TUNNEL_MODES
+    if sa.cisco_udp_port is not None:
+        # IPsec over UDP, negotiated as plain tunnel mode. The client sends from the announced port to it; the
+        # concentrator learns the client's translated port from its first ESP packet.
+        udp, local_port = True, sa.cisco_udp_port
+        remote_port = sa.cisco_udp_port if sa.role is Role.INITIATOR else 0
+    else:
+        udp, local_port, remote_port = qm.encap in UDP_TUNNEL_MODES, sa.local[1], sa.remote[1]
     ep.emit(ChildSaUp(sa.id, sa.peer, qm.message_id, inbound, outbound, p.transform, p.key_bits, p.auth,
-                      k_in, k_out, udp, sa.local[1], sa.remote[1], qm.local_selector, qm.remote_selector,
+                      k_in, k_out, udp, local_port, remote_port, qm.local_selector, qm.remote_selector,
                       lifetime, qm.rekey_of))
 
 

@@ -140,8 +140,13 @@ def _config_values(ep: IkeEndpoint, sa: IkeSA, wanted: set[int]) -> list[DataAtt
         out.append(attr(ConfigAttr.UNITY_PFS, int(g.pfs)))
     if ConfigAttr.APPLICATION_VERSION in wanted:
         out.append(attr(ConfigAttr.APPLICATION_VERSION, ep.policy.version))
-    if ConfigAttr.UNITY_NATT_PORT in wanted and sa.udp_encap:
-        out.append(attr(ConfigAttr.UNITY_NATT_PORT, ep.natt_port))
+    if ConfigAttr.UNITY_NATT_PORT in wanted:
+        # Transparency preference (VPN 3000): IPsec over TCP (not built), then NAT-T, then IPsec over UDP.
+        if sa.udp_encap:
+            out.append(attr(ConfigAttr.UNITY_NATT_PORT, ep.natt_port))
+        elif g.ipsec_over_udp:
+            sa.cisco_udp_port = g.ipsec_over_udp_port
+            out.append(attr(ConfigAttr.UNITY_NATT_PORT, g.ipsec_over_udp_port))
     return out
 
 
@@ -178,7 +183,8 @@ def start_modecfg(ep: IkeEndpoint, sa: IkeSA) -> None:
     p = sa.profile
     assert p
     mid = ep.new_message_id(sa)
-    attrs = [attr(t) for t in CLIENT_REQUEST if t != ConfigAttr.UNITY_NATT_PORT or sa.udp_encap]
+    want_port = sa.udp_encap or (p.nat_traversal and p.ipsec_over_udp)
+    attrs = [attr(t) for t in CLIENT_REQUEST if t != ConfigAttr.UNITY_NATT_PORT or want_port]
     attrs.append(attr(ConfigAttr.APPLICATION_VERSION, p.app_version))
     sa.transactions[mid] = "modecfg-reply"
     sa.state = State.MODECFG
@@ -238,8 +244,11 @@ def _client_config(ep: IkeEndpoint, sa: IkeSA, cfg: ConfigAttributes) -> None:
     sa.assigned_address = event.address
     sa.peer_app_version = event.app_version
     sa.state = State.ESTABLISHED
-    ep.emit(event)
     assert sa.profile
+    if event.natt_port and not sa.udp_encap and sa.profile.nat_traversal and sa.profile.ipsec_over_udp:
+        sa.cisco_udp_port = event.natt_port  # no NAT-T: the concentrator offers IPsec over UDP on this port
+        info.start_liveness(ep, sa)  # keepalives now go to that port
+    ep.emit(event)
     if sa.modecfg.get("quick_modes_started"):
         return  # a push and a pull both answered: the tunnels are already on their way
     sa.modecfg["quick_modes_started"] = True

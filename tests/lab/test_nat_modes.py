@@ -20,7 +20,7 @@ import pytest
 from natt_daemons.common.control import call
 from natt_daemons.lab import procs, scenario
 from natt_daemons.lab.scenario import Scenario, ScenarioConfig
-from natt_daemons.lab.topology import ADDR, CLIENT1, CONC, PUBCLIENT, Lab
+from natt_daemons.lab.topology import ADDR, CLIENT1, CLIENT2, CONC, PAT, PUBCLIENT, Lab
 
 pytestmark = [
     pytest.mark.lab,
@@ -132,3 +132,89 @@ def test_no_nat_sends_plain_esp(no_nat: Scenario, tmp_path: Path) -> None:
     verbose = subprocess.run(["tshark", "-n", "-r", str(pcap), "-V"], capture_output=True, text=True, timeout=60,
                              check=True).stdout
     assert "Malformed" not in verbose
+
+
+@pytest.fixture
+def ipsec_over_udp() -> Iterator[Scenario]:
+    prefix = f"iu{secrets.token_hex(3)}-"
+    sc = Scenario(Lab(prefix), CONFIGS, ScenarioConfig(nat_traversal=False,
+                                                       concentrator_extra={"ipsec_over_udp": "true"}))
+    try:
+        sc.lab.up()
+        sc.start_infrastructure()
+        yield sc
+    finally:
+        sc.stop()
+        scenario.tear_down(prefix)
+
+
+def test_ipsec_over_udp_through_the_pat(ipsec_over_udp: Scenario) -> None:
+    """NAT-T off, the group's IPsec over UDP on: both our clients get UDP 10000 in Mode Config and pass data;
+    then NAT-T is turned on (SIGHUP) and a reconnect prefers it."""
+    sc = ipsec_over_udp
+    for name in ("client1", "client2"):
+        sc.start_client(name)
+    for name, role in (("client1", CLIENT1), ("client2", CLIENT2)):
+        st = sc.wait_connected(name)
+        assert st["transport"] == "IPsec over UDP" and st["tunnel_port"] == 10000, st
+        assert sc.ping(role, ADDR.server), f"{name} passes data over IPsec over UDP"
+    rows = call(sc.socket("concentrator"), "sessions")["remote_access"]
+    assert len(rows) == 2 and all(r["protocol"] == "IPsec/UDP" and r["bytes_rx"] > 0 for r in rows), rows
+    assert not sc.status("client1")["diagnosis"]
+    # Preference: with NAT-T on as well, a new connection uses NAT-T.
+    conf = sc.config_path("concentrator")
+    conf.write_text(re.sub(r"(?m)^nat_traversal = false", "nat_traversal = true", conf.read_text()))
+    assert sc.procs["concentrator"].signal(signal.SIGHUP)
+    procs.wait_for(lambda: call(sc.socket("concentrator"), "status")["nat_traversal"], 10, 0.2, "reload")
+    call(sc.socket("client1"), "disconnect")
+    call(sc.socket("client1"), "connect")
+    st = procs.wait_for(lambda: (s := sc.status("client1"))["state"] == "connected" and s.get("transport") == "NAT-T"
+                        and s, 30, 0.3, "client1 reconnected with NAT-T")
+    assert st["tunnel_port"] == 4500
+    assert sc.ping(CLIENT1, ADDR.server)
+    protocols = {r["username"]: r["protocol"] for r in call(sc.socket("concentrator"), "sessions")["remote_access"]}
+    assert protocols == {"vpnclient1": "IPsec/NAT-T", "vpnclient2": "IPsec/UDP"}, protocols
+
+
+def test_rfc3947_and_draft_natt_peers_on_the_wire(tmp_path: Path) -> None:
+    """client1 offers only draft-02 NAT-T, client2 only RFC 3947: both float to 4500 through the PAT; tshark
+    sees NAT-D as payload 130 for the draft peer and 20 for the RFC peer, and nothing malformed."""
+    prefix = f"dr{secrets.token_hex(3)}-"
+    sc = Scenario(Lab(prefix), CONFIGS)
+    try:
+        sc.lab.up()
+        sc.start_infrastructure()
+        for name, versions in (("client1", '["draft-02n"]'), ("client2", '["rfc3947"]')):
+            path = sc.config_path(name)
+            path.write_text(scenario._set(path.read_text(), "natt_versions", versions))
+        pcap = tmp_path / "outside.pcap"
+        os.chmod(tmp_path, 0o755)
+        cap = procs.start(sc.lab, PAT, ["tshark", "-q", "-i", "outside", "-w", str(pcap), "-a", "duration:30",
+                                        "-f", "udp port 500 or udp port 4500 or ip proto 50"],
+                          sc.run_dir / "tshark.log", name="tshark")
+        try:
+            procs.wait_for(lambda: pcap.exists(), 15, 0.2, "tshark started")
+            for name in ("client1", "client2"):
+                sc.start_client(name)
+            variants = {name: sc.wait_connected(name)["nat"]["natt"] for name in ("client1", "client2")}
+            assert variants == {"client1": "draft-02\\n", "client2": "RFC 3947"}, variants
+            for name, role in (("client1", CLIENT1), ("client2", CLIENT2)):
+                assert sc.status(name)["tunnel_port"] == 4500
+                assert sc.ping(role, ADDR.server)
+            time.sleep(1)
+        finally:
+            cap.stop(10.0)
+        out = subprocess.run(["tshark", "-n", "-r", str(pcap), "-T", "fields", "-e", "udp.dstport", "-e",
+                              "_ws.col.Protocol", "-e", "isakmp.nextpayload"], capture_output=True, text=True,
+                             timeout=120, check=True).stdout
+        rows = [r.split("\t") for r in out.strip().splitlines()]
+        payload_types = {t for r in rows if r[1] == "ISAKMP" for t in r[2].split(",") if t}
+        assert {"130", "20"} <= payload_types, f"draft and RFC NAT-D payloads: {payload_types}"
+        assert any(r[0] == "4500" and r[1] == "ESP" for r in rows), "ESP in UDP 4500"
+        verbose = subprocess.run(["tshark", "-n", "-r", str(pcap), "-V"], capture_output=True, text=True,
+                                 timeout=120, check=True).stdout
+        bad = [line for line in verbose.splitlines() if "Malformed" in line or "Expert Info (Error" in line]
+        assert not bad, bad[:10]
+    finally:
+        sc.stop()
+        scenario.tear_down(prefix)

@@ -85,3 +85,15 @@ def test_client_lifetimes_reach_the_proposals(tmp_path: Path) -> None:
     p.write_text(base + "phase2_lifetime = 10\n")
     with pytest.raises(ConfigError, match="phase2_lifetime 10 is outside"):
         client_config.load(p)
+
+
+def test_client_natt_versions(tmp_path: Path) -> None:
+    from natt.wire.constants import VendorId
+
+    p = tmp_path / "k.toml"
+    base = '[client]\nconcentrator = "198.51.100.50"\ngroup = "g"\npsk = "k"\n'
+    p.write_text(base + 'natt_versions = ["draft-02"]\n')
+    assert client_config.load(p).profile.natt_vendor_ids == (VendorId.NATT_DRAFT_02,)
+    p.write_text(base + 'natt_versions = ["rfc9999"]\n')
+    with pytest.raises(ConfigError, match="choose from rfc3947"):
+        client_config.load(p)
