@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,6 +21,7 @@ from natt_daemons.common.datapath import Datapath
 from natt_daemons.common.ikeio import IkeDriver
 from natt_daemons.common.lifecycle import serve_until_stopped
 from natt_daemons.common.logstream import follow, mirror_to_stderr
+from natt_daemons.common.sockets import bind_udp, raw_esp
 from natt_daemons.common.tun import (
     Tun,
     add_address,
@@ -67,13 +67,9 @@ class Client:
         self.tun = await asyncio.to_thread(open_tun, self.settings.tun)
         self.driver = IkeDriver(self.endpoint, self._on_event)
         self.ike_port = await self.driver.listen(self.local, self.settings.ike_port)
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        udp.bind((self.local, self.endpoint.natt_port))
-        udp.setblocking(False)
+        udp = bind_udp(self.local, self.endpoint.natt_port)
         self.driver.attach(self.endpoint.natt_port, udp)
-        raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, 50)
-        raw.setblocking(False)
+        raw = raw_esp()
         self.datapath = Datapath(self.tun.fd, udp, raw, on_ike=self.driver.feed,
                                  on_inbound=lambda sa_id: self.endpoint.note_inbound_traffic(sa_id, loop.time()))
         self.datapath.start(loop)
@@ -175,15 +171,11 @@ class Client:
         assert self.datapath is not None and self.driver is not None
         if port in self.datapath.cisco_udp:
             return
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((self.local, port))
+            sock = bind_udp(self.local, port)
         except OSError as e:
-            sock.close()
             log.error("IPsec over UDP: cannot bind UDP %d: %s; no data will pass", port, e)
             return
-        sock.setblocking(False)
         self.datapath.add_cisco_udp(port, sock, asyncio.get_running_loop())
         self.driver.attach(port, sock)  # the core's keepalives for this port leave by it
 

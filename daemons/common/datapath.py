@@ -25,7 +25,6 @@ from natt.ike.events import ChildSaUp
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 256  # datagrams per wake-up, so one busy descriptor cannot starve the others
-IPPROTO_ESP = 50
 
 
 @dataclass
@@ -192,25 +191,7 @@ class Datapath:
 
     # -- inbound: ESP → TUN ----------------------------------------------------------------------
 
-    def _udp_readable(self) -> None:
-        recv = self.udp.recvfrom
-        for _ in range(MAX_BATCH):
-            try:
-                data, addr = recv(65535)
-            except BlockingIOError:
-                return
-            except OSError as e:
-                log.debug("UDP receive error: %s", e)
-                return
-            kind, _ = classify_4500(data)
-            if kind is DatagramKind.ESP:
-                self._esp_in(data, addr)
-            elif kind is DatagramKind.INVALID:
-                self.stats.drops["invalid-udp"] += 1
-            else:
-                self.on_ike(data, addr, self.udp_port)
-
-    def _cisco_readable(self, sock: socket.socket) -> None:
+    def _drain(self, sock: socket.socket, handle: Callable[[bytes, tuple[str, int]], None]) -> None:
         recv = sock.recvfrom
         for _ in range(MAX_BATCH):
             try:
@@ -220,6 +201,22 @@ class Datapath:
             except OSError as e:
                 log.debug("UDP receive error: %s", e)
                 return
+            handle(data, addr)
+
+    def _udp_readable(self) -> None:
+        self._drain(self.udp, self._natt_datagram)
+
+    def _natt_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        kind, _ = classify_4500(data)
+        if kind is DatagramKind.ESP:
+            self._esp_in(data, addr)
+        elif kind is DatagramKind.INVALID:
+            self.stats.drops["invalid-udp"] += 1
+        else:
+            self.on_ike(data, addr, self.udp_port)
+
+    def _cisco_readable(self, sock: socket.socket) -> None:
+        def handle(data: bytes, addr: tuple[str, int]) -> None:
             kind = classify_cisco_udp(data)
             if kind is DatagramKind.ESP:
                 self._esp_in(data, addr)
@@ -227,6 +224,8 @@ class Datapath:
                 self._keepalive_in(sock, addr)
             else:
                 self.stats.drops["invalid-udp"] += 1
+
+        self._drain(sock, handle)
 
     def _keepalive_in(self, sock: socket.socket, addr: tuple[str, int]) -> None:
         """A keepalive tells the client's translated port before any ESP, if only one session could have sent it."""

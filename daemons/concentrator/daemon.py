@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,6 +19,7 @@ from natt_daemons.common.datapath import Datapath, Inbound
 from natt_daemons.common.ikeio import IkeDriver
 from natt_daemons.common.lifecycle import serve_until_stopped
 from natt_daemons.common.logstream import follow, mirror_to_stderr
+from natt_daemons.common.sockets import bind_udp, raw_esp
 from natt_daemons.common.tun import Tun, add_route, del_route, open_tun
 from natt_daemons.concentrator import views
 from natt_daemons.concentrator.config import ConcentratorSettings, load
@@ -54,14 +54,9 @@ class Concentrator:
             self._routes.append(group.pool)
         self.driver = IkeDriver(self.endpoint, self._on_event)
         await self.driver.listen(s.address, s.ike_port)
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        udp.bind((s.address, s.natt_port))
-        udp.setblocking(False)
+        udp = bind_udp(s.address, s.natt_port)
         self.driver.attach(s.natt_port, udp)
-        raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, 50)
-        raw.setblocking(False)
-        raw.bind((s.address, 0))
+        raw = raw_esp(s.address)
         self.datapath = Datapath(self.tun.fd, udp, raw, on_ike=self.driver.feed, on_first_data=self._first_data,
                                  on_inbound=lambda sa_id: self.endpoint.note_inbound_traffic(sa_id, loop.time()))
         self.datapath.start(loop)
@@ -81,15 +76,11 @@ class Concentrator:
         for port in sorted({g.ipsec_over_udp_port for g in s.policy.groups.values() if g.ipsec_over_udp}):
             if port in self.datapath.cisco_udp:
                 continue
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind((s.address, port))
+                sock = bind_udp(s.address, port)
             except OSError as e:
-                sock.close()
                 log.error("IPsec over UDP: cannot listen on UDP %d: %s", port, e)
                 continue
-            sock.setblocking(False)
             self.datapath.add_cisco_udp(port, sock, loop)
             log.info("IPsec over UDP listening on %s UDP %d", s.address, port)
 

@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import secrets
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from natt_daemons.lab.topology import ADDR, CLIENT1, CLIENT2, CONC, PAT, Lab
 
 LAB_USERS = {"vpnclient1": "lab-pass-1", "vpnclient2": "lab-pass-2"}
 CLIENTS = {CLIENT1: "client1", CLIENT2: "client2"}
+CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"  # the repository's templates
 
 
 def _bin(name: str) -> str:
@@ -226,3 +230,17 @@ def tear_down(prefix: str) -> list[str]:
         shutil.rmtree(run, ignore_errors=True)
         removed.append(str(run))
     return removed
+
+
+@contextlib.contextmanager
+def running(tag: str, config: ScenarioConfig | None = None, templates: Path = CONFIGS_DIR) -> Iterator[Scenario]:
+    """A fresh lab (prefix `<tag><6 hex>-`) with the PAT gateway and concentrator started; removed on exit."""
+    prefix = f"{tag}{secrets.token_hex(3)}-"
+    sc = Scenario(Lab(prefix), templates, config or ScenarioConfig())
+    try:
+        sc.lab.up()
+        sc.start_infrastructure()
+        yield sc
+    finally:
+        sc.stop()
+        tear_down(prefix)

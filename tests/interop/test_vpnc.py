@@ -7,8 +7,6 @@ traffic to the server both ways, DPD answered, keepalives, and a clean disconnec
 from __future__ import annotations
 
 import os
-import secrets
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +16,8 @@ import pytest
 from natt_daemons.common.control import call
 from natt_daemons.lab import procs, scenario
 from natt_daemons.lab.scenario import Scenario, ScenarioConfig
-from natt_daemons.lab.topology import ADDR, CLIENT1, CLIENT2, PAT, Lab
+from natt_daemons.lab.topology import ADDR, CLIENT1, CLIENT2, PAT
+from tests.capture import IKE_AND_ESP, capture, fields, problems, verbose
 from tests.interop.vpnc import VPNC, start_vpnc
 
 pytestmark = [
@@ -40,16 +39,9 @@ SUITES = {
 def lab(request: pytest.FixtureRequest) -> Iterator[tuple[Scenario, str, str, bool]]:
     suite, mode = request.param
     p1, p2, dh = SUITES[suite]
-    prefix = f"vp{secrets.token_hex(3)}-"
     extra = {"phase1": f'["{p1}"]', "phase2": f'["{p2}"]', "dpd_interval": "4", "keepalive_interval": "3"}
-    sc = Scenario(Lab(prefix), CONFIGS, ScenarioConfig(concentrator_extra=extra))
-    try:
-        sc.lab.up()
-        sc.start_infrastructure()
+    with scenario.running("vp", ScenarioConfig(concentrator_extra=extra)) as sc:
         yield sc, mode, dh, p1.startswith("3des")
-    finally:
-        sc.stop()
-        scenario.tear_down(prefix)
 
 
 def _sessions(sc: Scenario) -> dict[str, dict]:
@@ -106,17 +98,10 @@ def test_two_vpnc_clients_behind_the_pat(lab: tuple[Scenario, str, str, bool]) -
 
 @pytest.fixture
 def udp_lab() -> Iterator[Scenario]:
-    prefix = f"vu{secrets.token_hex(3)}-"
     extra = {"phase1": '["aes256-sha1-modp1536"]', "phase2": '["aes256-sha1"]', "ipsec_over_udp": "true",
              "keepalive_interval": "3"}
-    sc = Scenario(Lab(prefix), CONFIGS, ScenarioConfig(concentrator_extra=extra))
-    try:
-        sc.lab.up()
-        sc.start_infrastructure()
+    with scenario.running("vu", ScenarioConfig(concentrator_extra=extra)) as sc:
         yield sc
-    finally:
-        sc.stop()
-        scenario.tear_down(prefix)
 
 
 def test_cisco_ipsec_over_udp(udp_lab: Scenario, tmp_path: Path) -> None:
@@ -124,11 +109,21 @@ def test_cisco_ipsec_over_udp(udp_lab: Scenario, tmp_path: Path) -> None:
     Mode Config, both vpncs send ESP from their UDP 10000 (the PAT gives one another port), IKE stays on 500."""
     sc = udp_lab
     pcap = tmp_path / "outside.pcap"
-    os.chmod(tmp_path, 0o755)
-    cap = procs.start(sc.lab, PAT, ["tshark", "-q", "-i", "outside", "-w", str(pcap), "-a", "duration:40",
-                                    "-f", "udp port 500 or udp port 4500 or udp port 10000 or ip proto 50"],
-                      sc.run_dir / "tshark.log", name="tshark")
-    procs.wait_for(lambda: pcap.exists(), 15, 0.2, "tshark started")
+    with capture(sc.lab, PAT, "outside", pcap, f"{IKE_AND_ESP} or udp port 10000"):
+        _two_cisco_udp_vpncs(sc)
+    # tshark has no ESP-over-UDP decode for 10000, but its RFC 3948 "udpencap" reads plain ESP the same way.
+    decode = ["udp.port==10000,udpencap"]
+    rows = fields(pcap, "ip.dst", "udp.srcport", "udp.dstport", "_ws.col.Protocol", decode_as=decode)
+    to_conc = [r for r in rows if r[0] == ADDR.conc_public]
+    esp_sources = {r[1] for r in to_conc if r[2] == "10000" and r[3] == "ESP"}
+    assert len(esp_sources) == 2 and "10000" in esp_sources, f"two clients' ESP in UDP to 10000: {esp_sources}"
+    assert {r[3] for r in to_conc if r[2] == "500"} == {"ISAKMP"}, "IKE stays on UDP 500"
+    assert not [r for r in rows if "4500" in (r[1], r[2])], "no NAT-T float in this mode"
+    bad = problems(verbose(pcap, decode))
+    assert not bad, bad[:10]
+
+
+def _two_cisco_udp_vpncs(sc: Scenario) -> None:
     clients = {
         CLIENT1: start_vpnc(sc.lab, CLIENT1, sc.run_dir, "vpnclient1", "lab-pass-1", natt_mode="cisco-udp",
                               dh_group="dh5"),
@@ -154,18 +149,3 @@ def test_cisco_ipsec_over_udp(udp_lab: Scenario, tmp_path: Path) -> None:
     finally:
         for c in clients.values():
             c.stop()
-        cap.stop(10.0)
-    # tshark has no ESP-over-UDP decode for 10000 but its RFC 3948 "udpencap" reads plain ESP the same way.
-    fields = subprocess.run(["tshark", "-n", "-r", str(pcap), "-d", "udp.port==10000,udpencap", "-T", "fields",
-                             "-e", "ip.dst", "-e", "udp.srcport", "-e", "udp.dstport", "-e", "_ws.col.Protocol"],
-                            capture_output=True, text=True, timeout=120, check=True).stdout
-    rows = [r.split("\t") for r in fields.strip().splitlines()]
-    to_conc = [r for r in rows if r[0] == ADDR.conc_public]
-    esp_sources = {r[1] for r in to_conc if r[2] == "10000" and r[3] == "ESP"}
-    assert len(esp_sources) == 2 and "10000" in esp_sources, f"two clients' ESP in UDP to 10000: {esp_sources}"
-    assert {r[3] for r in to_conc if r[2] == "500"} == {"ISAKMP"}, "IKE stays on UDP 500"
-    assert not [r for r in rows if "4500" in (r[1], r[2])], "no NAT-T float in this mode"
-    verbose = subprocess.run(["tshark", "-n", "-r", str(pcap), "-d", "udp.port==10000,udpencap", "-V"],
-                             capture_output=True, text=True, timeout=120, check=True).stdout
-    bad = [line for line in verbose.splitlines() if "Malformed" in line or "Expert Info (Error" in line]
-    assert not bad, bad[:10]

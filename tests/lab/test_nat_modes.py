@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import signal
 import subprocess
 import time
@@ -20,7 +19,8 @@ import pytest
 from natt_daemons.common.control import call
 from natt_daemons.lab import procs, scenario
 from natt_daemons.lab.scenario import Scenario, ScenarioConfig
-from natt_daemons.lab.topology import ADDR, CLIENT1, CLIENT2, CONC, PAT, PUBCLIENT, Lab
+from natt_daemons.lab.topology import ADDR, CLIENT1, CLIENT2, CONC, PAT, PUBCLIENT
+from tests.capture import capture, fields, problems, verbose
 
 pytestmark = [
     pytest.mark.lab,
@@ -32,15 +32,8 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 @pytest.fixture
 def natt_off() -> Iterator[Scenario]:
-    prefix = f"nf{secrets.token_hex(3)}-"
-    sc = Scenario(Lab(prefix), CONFIGS, ScenarioConfig(nat_traversal=False))
-    try:
-        sc.lab.up()
-        sc.start_infrastructure()
+    with scenario.running("nf", ScenarioConfig(nat_traversal=False)) as sc:
         yield sc
-    finally:
-        sc.stop()
-        scenario.tear_down(prefix)
 
 
 def _log(sc: Scenario, name: str) -> str:
@@ -87,15 +80,8 @@ def test_natt_off_reproduces_the_seed_failure_and_says_why(natt_off: Scenario) -
 
 @pytest.fixture
 def no_nat() -> Iterator[Scenario]:
-    prefix = f"nn{secrets.token_hex(3)}-"
-    sc = Scenario(Lab(prefix), CONFIGS)
-    try:
-        sc.lab.up()
-        sc.start_infrastructure()
+    with scenario.running("nn") as sc:
         yield sc
-    finally:
-        sc.stop()
-        scenario.tear_down(prefix)
 
 
 def test_no_nat_sends_plain_esp(no_nat: Scenario, tmp_path: Path) -> None:
@@ -106,46 +92,30 @@ def test_no_nat_sends_plain_esp(no_nat: Scenario, tmp_path: Path) -> None:
     cfg = sc.run_dir / "pubclient.toml"
     cfg.write_text(text)
     pcap = tmp_path / "public.pcap"
-    os.chmod(tmp_path, 0o755)
-    cap = procs.start(sc.lab, CONC, ["tshark", "-q", "-i", "public", "-w", str(pcap), "-a", "duration:20",
-                                     "-f", "udp port 500 or udp port 4500 or ip proto 50"],
-                      sc.run_dir / "tshark.log", name="tshark")
-    client = procs.start(sc.lab, PUBCLIENT, [scenario._bin("natt-client"), "run", "--config", str(cfg)],
-                         sc.run_dir / "pubclient.log", name="pubclient")
-    try:
-        procs.wait_for(lambda: pcap.exists(), 15, 0.2, "tshark started")
-        st = procs.wait_for(lambda: Path(sc.socket("pubclient")).exists() and (s := call(sc.socket("pubclient"),
-                            "status"))["state"] == "connected" and s, 30, 0.3, "pubclient connected")
-        assert st["tunnel_port"] == 0 and st["nat"]["this_end_behind_nat"] is False
-        assert sc.ping(PUBCLIENT, ADDR.server)
-        (row,) = call(sc.socket("concentrator"), "sessions")["remote_access"]
-        assert row["protocol"] == "IPSec" and row["public_ip"] == ADDR.pubclient and row["bytes_rx"] > 0
-        time.sleep(1)
-    finally:
-        client.stop(8.0)
-        cap.stop(10.0)
-    out = subprocess.run(["tshark", "-n", "-r", str(pcap), "-T", "fields", "-e", "ip.proto", "-e", "udp.dstport",
-                          "-e", "_ws.col.Protocol"], capture_output=True, text=True, timeout=60, check=True).stdout
-    rows = [r.split("\t") for r in out.strip().splitlines()]
+    with capture(sc.lab, CONC, "public", pcap):
+        client = procs.start(sc.lab, PUBCLIENT, [scenario._bin("natt-client"), "run", "--config", str(cfg)],
+                             sc.run_dir / "pubclient.log", name="pubclient")
+        try:
+            st = procs.wait_for(lambda: Path(sc.socket("pubclient")).exists() and (s := call(
+                sc.socket("pubclient"), "status"))["state"] == "connected" and s, 30, 0.3, "pubclient connected")
+            assert st["tunnel_port"] == 0 and st["nat"]["this_end_behind_nat"] is False
+            assert sc.ping(PUBCLIENT, ADDR.server)
+            (row,) = call(sc.socket("concentrator"), "sessions")["remote_access"]
+            assert row["protocol"] == "IPSec" and row["public_ip"] == ADDR.pubclient and row["bytes_rx"] > 0
+            time.sleep(1)
+        finally:
+            client.stop(8.0)
+    rows = fields(pcap, "ip.proto", "udp.dstport", "_ws.col.Protocol")
     assert any(r[0] == "50" and r[2] == "ESP" for r in rows), "ESP as IP protocol 50"
     assert not any(r[1] == "4500" for r in rows), "nothing floats to 4500 without a NAT"
-    verbose = subprocess.run(["tshark", "-n", "-r", str(pcap), "-V"], capture_output=True, text=True, timeout=60,
-                             check=True).stdout
-    assert "Malformed" not in verbose
+    assert not problems(verbose(pcap))
 
 
 @pytest.fixture
 def ipsec_over_udp() -> Iterator[Scenario]:
-    prefix = f"iu{secrets.token_hex(3)}-"
-    sc = Scenario(Lab(prefix), CONFIGS, ScenarioConfig(nat_traversal=False,
-                                                       concentrator_extra={"ipsec_over_udp": "true"}))
-    try:
-        sc.lab.up()
-        sc.start_infrastructure()
+    with scenario.running("iu", ScenarioConfig(nat_traversal=False,
+                                                       concentrator_extra={"ipsec_over_udp": "true"})) as sc:
         yield sc
-    finally:
-        sc.stop()
-        scenario.tear_down(prefix)
 
 
 def test_ipsec_over_udp_through_the_pat(ipsec_over_udp: Scenario) -> None:
@@ -179,21 +149,12 @@ def test_ipsec_over_udp_through_the_pat(ipsec_over_udp: Scenario) -> None:
 def test_rfc3947_and_draft_natt_peers_on_the_wire(tmp_path: Path) -> None:
     """client1 offers only draft-02 NAT-T, client2 only RFC 3947: both float to 4500 through the PAT; tshark
     sees NAT-D as payload 130 for the draft peer and 20 for the RFC peer, and nothing malformed."""
-    prefix = f"dr{secrets.token_hex(3)}-"
-    sc = Scenario(Lab(prefix), CONFIGS)
-    try:
-        sc.lab.up()
-        sc.start_infrastructure()
+    pcap = tmp_path / "outside.pcap"
+    with scenario.running("dr") as sc:
         for name, versions in (("client1", '["draft-02n"]'), ("client2", '["rfc3947"]')):
             path = sc.config_path(name)
             path.write_text(scenario._set(path.read_text(), "natt_versions", versions))
-        pcap = tmp_path / "outside.pcap"
-        os.chmod(tmp_path, 0o755)
-        cap = procs.start(sc.lab, PAT, ["tshark", "-q", "-i", "outside", "-w", str(pcap), "-a", "duration:30",
-                                        "-f", "udp port 500 or udp port 4500 or ip proto 50"],
-                          sc.run_dir / "tshark.log", name="tshark")
-        try:
-            procs.wait_for(lambda: pcap.exists(), 15, 0.2, "tshark started")
+        with capture(sc.lab, PAT, "outside", pcap):
             for name in ("client1", "client2"):
                 sc.start_client(name)
             variants = {name: sc.wait_connected(name)["nat"]["natt"] for name in ("client1", "client2")}
@@ -202,19 +163,9 @@ def test_rfc3947_and_draft_natt_peers_on_the_wire(tmp_path: Path) -> None:
                 assert sc.status(name)["tunnel_port"] == 4500
                 assert sc.ping(role, ADDR.server)
             time.sleep(1)
-        finally:
-            cap.stop(10.0)
-        out = subprocess.run(["tshark", "-n", "-r", str(pcap), "-T", "fields", "-e", "udp.dstport", "-e",
-                              "_ws.col.Protocol", "-e", "isakmp.nextpayload"], capture_output=True, text=True,
-                             timeout=120, check=True).stdout
-        rows = [r.split("\t") for r in out.strip().splitlines()]
-        payload_types = {t for r in rows if r[1] == "ISAKMP" for t in r[2].split(",") if t}
-        assert {"130", "20"} <= payload_types, f"draft and RFC NAT-D payloads: {payload_types}"
-        assert any(r[0] == "4500" and r[1] == "ESP" for r in rows), "ESP in UDP 4500"
-        verbose = subprocess.run(["tshark", "-n", "-r", str(pcap), "-V"], capture_output=True, text=True,
-                                 timeout=120, check=True).stdout
-        bad = [line for line in verbose.splitlines() if "Malformed" in line or "Expert Info (Error" in line]
-        assert not bad, bad[:10]
-    finally:
-        sc.stop()
-        scenario.tear_down(prefix)
+    rows = fields(pcap, "udp.dstport", "_ws.col.Protocol", "isakmp.nextpayload")
+    payload_types = {t for r in rows if r[1] == "ISAKMP" for t in r[2].split(",") if t}
+    assert {"130", "20"} <= payload_types, f"draft and RFC NAT-D payloads: {payload_types}"
+    assert any(r[0] == "4500" and r[1] == "ESP" for r in rows), "ESP in UDP 4500"
+    bad = problems(verbose(pcap))
+    assert not bad, bad[:10]

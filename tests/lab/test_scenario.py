@@ -18,6 +18,7 @@ from natt_daemons.common.control import call
 from natt_daemons.lab import procs, scenario
 from natt_daemons.lab.scenario import Scenario
 from natt_daemons.lab.topology import ADDR, CLIENT1, CLIENT2, PAT, Lab
+from tests.capture import capture, fields, problems, verbose
 
 pytestmark = [
     pytest.mark.lab,
@@ -112,34 +113,23 @@ def test_session_detail_shows_nat_t_ports(sc: Scenario) -> None:
 def test_capture_on_pat_outside_decodes_cleanly(sc: Scenario, tmp_path: Path) -> None:
     """Reconnect client2 under tshark on the PAT's outside interface: IKE 500 → 4500, NAT-D, ESP in UDP."""
     pcap = tmp_path / "outside.pcap"
-    os.chmod(tmp_path, 0o755)
-    cap = procs.start(sc.lab, PAT, ["tshark", "-q", "-i", "outside", "-w", str(pcap), "-a", "duration:25",
-                                    "-f", "udp port 500 or udp port 4500 or ip proto 50"],
-                      sc.run_dir / "tshark.log", name="tshark")
-    try:
-        procs.wait_for(lambda: pcap.exists(), 15, 0.2, "tshark started")
+    with capture(sc.lab, PAT, "outside", pcap, duration=25):
         time.sleep(1.0)
         call(sc.socket("client2"), "disconnect")
         call(sc.socket("client2"), "connect")
         sc.wait_connected("client2")
         assert sc.ping(CLIENT2, ADDR.server)
         time.sleep(1.0)
-    finally:
-        cap.stop(10.0)
-    verbose = subprocess.run(["tshark", "-n", "-r", str(pcap), "-V"], capture_output=True, text=True, timeout=120,
-                             check=True).stdout
-    bad = [line for line in verbose.splitlines() if "Malformed" in line or "Expert Info (Error" in line]
+    text = verbose(pcap)
+    bad = problems(text)
     assert not bad, bad[:10]
-    rows = subprocess.run(["tshark", "-n", "-r", str(pcap), "-T", "fields", "-e", "udp.dstport", "-e",
-                           "_ws.col.Protocol", "-e", "esp.spi"], capture_output=True, text=True, timeout=120,
-                          check=True).stdout.splitlines()
-    fields = [r.split("\t") for r in rows]
-    ike_ports = [f[0] for f in fields if f[1] == "ISAKMP"]
+    rows = fields(pcap, "udp.dstport", "_ws.col.Protocol", "esp.spi")
+    ike_ports = [f[0] for f in rows if f[1] == "ISAKMP"]
     # The disconnect's deletes go out on 4500 first; the new connection starts on 500 and floats to 4500.
     assert "500" in ike_ports, "the new connection starts on UDP 500"
     assert "4500" in ike_ports[ike_ports.index("500"):], "then IKE moves to 4500"
-    assert "NAT-D" in verbose or "NAT Discovery" in verbose
-    assert any(f[2] for f in fields), "UDP-encapsulated ESP on the wire"
+    assert "NAT-D" in text or "NAT Discovery" in text
+    assert any(f[2] for f in rows), "UDP-encapsulated ESP on the wire"
 
 
 def test_wrong_password_is_refused_and_the_other_client_is_undisturbed(sc: Scenario) -> None:
