@@ -21,9 +21,9 @@ import pytest
 
 from natt_daemons.common.control import ControlError, call
 from natt_daemons.lab import procs
+from natt_daemons.lab import strongswan as sw
 from natt_daemons.lab.scenario import _bin, _set
 from natt_daemons.lab.topology import ADDR, CLIENT1, CONC, PAT, Lab
-from tests.interop import strongswan as sw
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"

@@ -17,8 +17,8 @@ from natt_daemons.common.control import call
 from natt_daemons.lab import procs, scenario
 from natt_daemons.lab.scenario import Scenario, ScenarioConfig
 from natt_daemons.lab.topology import ADDR, CLIENT1, CLIENT2, PAT
+from natt_daemons.lab.vpnc import VPNC, start_vpnc
 from tests.capture import IKE_AND_ESP, capture, fields, problems, verbose
-from tests.interop.vpnc import VPNC, start_vpnc
 
 pytestmark = [
     pytest.mark.interop,

@@ -1,4 +1,4 @@
-"""A private strongSwan (charon + swanctl) run inside one lab namespace, for the interop tests.
+"""A private strongSwan (charon + swanctl) run inside one lab namespace: the reference peer for tests and bench.
 
 Everything lives in one directory: strongswan.conf, swanctl.conf, the charon log, the vici socket, and
 charon's pid file. charon's pid file path is compiled in (/var/run/charon.pid) and charon refuses to start
