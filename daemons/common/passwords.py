@@ -30,3 +30,32 @@ def verify_password(stored: str, password: str) -> bool:
     except ValueError as e:
         raise PasswordFormatError(str(e)) from e
     return hmac.compare_digest(got, want)
+
+
+class CachingVerifier:
+    """verify_password, remembering successes so a user's next login costs one HMAC instead of one scrypt.
+
+    scrypt is slow on purpose (tens of milliseconds); with thousands of clients logging in at once it would be
+    the concentrator's whole CPU. After a successful check this keeps HMAC-SHA256(per-process random key,
+    password) for (user, stored hash): a later login with the same password matches it, any other password is
+    refused, and a changed stored hash (reload) is looked up afresh. Failures are never remembered. The key
+    never leaves memory, so the entries are no use without the process's memory, which holds the
+    passwords as they arrive anyway.
+    """
+
+    def __init__(self, max_entries: int = 200_000) -> None:
+        self._key = os.urandom(32)
+        self._ok: dict[tuple[str, str], bytes] = {}
+        self.max_entries = max_entries
+
+    def verify(self, user: str, stored: str, password: str) -> bool:
+        tag = hmac.new(self._key, password.encode(), hashlib.sha256).digest()
+        known = self._ok.get((user, stored))
+        if known is not None:
+            return hmac.compare_digest(known, tag)
+        if not verify_password(stored, password):
+            return False
+        if len(self._ok) >= self.max_entries:
+            self._ok.clear()
+        self._ok[(user, stored)] = tag
+        return True

@@ -12,7 +12,7 @@ from natt.ike import suites
 from natt.ike.config import ConcentratorPolicy, GroupPolicy, Timers
 from natt.wire.constants import CISCO_UDP_PORT, NATT_PORT
 from natt_daemons.common.config import ConfigError, load_toml, optional, read_secret, require
-from natt_daemons.common.passwords import PasswordFormatError, verify_password
+from natt_daemons.common.passwords import CachingVerifier, PasswordFormatError
 
 DEFAULT_SOCKET = "/run/natt/concentrator.sock"
 
@@ -99,12 +99,14 @@ def load(path: str | Path) -> ConcentratorSettings:
         if not isinstance(h, str) or not h.startswith("scrypt$"):
             raise ConfigError(f"{path} [users] {u}: store a hash written by 'natt-concentrator passwd', not a password")
 
+    verifier = CachingVerifier()
+
     def verify(user: str, password: str) -> bool:
         stored = users.get(user)
         if stored is None:
             return False
         try:
-            return verify_password(stored, password)
+            return verifier.verify(user, stored, password)
         except PasswordFormatError:
             return False
 

@@ -13,6 +13,7 @@ It never touches a socket or a clock. ESP does not come here: the daemon's fast 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import os
 from collections import Counter, deque
 from collections.abc import Callable
@@ -81,6 +82,11 @@ class IkeEndpoint:
         self.pools: dict[str, AddressPool] = {}
         self.peak_sessions = 0
         self.total_sessions = 0
+        # Timers: each SA's earliest deadline in a heap. An entry may fire early (then the SA is looked at and
+        # filed again) but never late: whatever can bring a deadline forward reschedules that SA.
+        self._timer_heap: list[tuple[float, int]] = []
+        self._due: dict[int, float] = {}
+        self._by_remote: dict[tuple[str, int], int] = {}  # NAT keepalive source → SA id (a cache)
 
     # -- the I/O side's calls --------------------------------------------------------------
 
@@ -94,6 +100,7 @@ class IkeEndpoint:
         sa.profile = profile
         sa.mode = profile.mode
         phase1.start(self, sa)
+        self._schedule(sa)
         return sa.id
 
     def receive_datagram(self, data: bytes, remote: tuple[str, int], local_port: int, now: float) -> None:
@@ -115,6 +122,7 @@ class IkeEndpoint:
         if sa is None:
             return
         self._receive_for(sa, header, data, remote, local_port)
+        self._schedule(sa)
 
     def datagrams_to_send(self) -> list[Datagram]:
         out, self._out = self._out, []
@@ -124,13 +132,43 @@ class IkeEndpoint:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        deadlines = [d for sa in self.sas.values() for d in self._deadlines(sa)]
-        return min(deadlines) if deadlines else None
+        heap, due = self._timer_heap, self._due
+        while heap:
+            when, sa_id = heap[0]
+            if due.get(sa_id) == when:
+                return when
+            heapq.heappop(heap)  # superseded by a later filing of the same SA, or the SA is gone
+        return None
 
     def handle_timer(self, now: float) -> None:
         self.now = now
-        for sa in list(self.sas.values()):
+        heap, due = self._timer_heap, self._due
+        fired: list[IkeSA] = []
+        while heap and heap[0][0] <= now:
+            when, sa_id = heapq.heappop(heap)
+            if due.get(sa_id) != when:
+                continue
+            del due[sa_id]
+            sa = self.sas.get(sa_id)
+            if sa is not None:
+                fired.append(sa)
+        for sa in fired:
             self._sa_timers(sa)
+            self._schedule(sa)
+
+    def _schedule(self, sa: IkeSA) -> None:
+        """File the SA under its earliest deadline (after anything that may have changed its deadlines)."""
+        if sa.id not in self.sas:
+            self._due.pop(sa.id, None)
+            return
+        deadlines = self._deadlines(sa)
+        if not deadlines:
+            self._due.pop(sa.id, None)
+            return
+        when = min(deadlines)
+        if self._due.get(sa.id) != when:
+            self._due[sa.id] = when
+            heapq.heappush(self._timer_heap, (when, sa.id))
 
     def delete_sa(self, sa_id: int, now: float, reason: str = "administrator request") -> None:
         """Tell the peer (delete notifies for every child and the IKE SA), then forget the SA."""
@@ -141,6 +179,7 @@ class IkeEndpoint:
         if sa.state not in (State.START, State.DELETED) and sa.enc_key and sa.p1_last_block:
             info.send_delete_all(self, sa)
         self.remove_sa(sa, reason)
+        self._schedule(sa)
 
     def note_inbound_traffic(self, sa_id: int, now: float) -> None:
         """ESP arrived for this SA: the peer is alive, no DPD needed (RFC 3706 5.5)."""
@@ -231,6 +270,7 @@ class IkeEndpoint:
         if sa.role is Role.RESPONDER and sa.assigned_address and sa.group:
             self.pool_for(sa.group).release(sa.assigned_address)
         self.sas.pop(sa.id, None)
+        self._due.pop(sa.id, None)
         self._by_cookies.pop((sa.icookie, sa.rcookie), None)
         for key, other in list(self._half_open.items()):
             if other is sa:
@@ -343,12 +383,17 @@ class IkeEndpoint:
             self.emit(PortFloated(sa.id, sa.peer, local_port, remote[1]))
 
     def _keepalive_received(self, remote: tuple[str, int]) -> None:
-        for sa in self.sas.values():
-            if sa.remote == remote:
-                # Not proof of life for DPD: a keepalive is unauthenticated and the NAT may answer for a dead peer.
-                self.emit(KeepaliveReceived(sa.id, sa.peer))
+        # Not proof of life for DPD: a keepalive is unauthenticated and the NAT may answer for a dead peer.
+        sa = self.sas.get(self._by_remote.get(remote, 0))
+        if sa is None or sa.remote != remote:
+            sa = next((s for s in self.sas.values() if s.remote == remote), None)
+            if sa is None:
+                self.stats["keepalive-unknown-peer"] += 1
                 return
-        self.stats["keepalive-unknown-peer"] += 1
+            if len(self._by_remote) > 4 * len(self.sas) + 1024:
+                self._by_remote.clear()
+            self._by_remote[remote] = sa.id
+        self.emit(KeepaliveReceived(sa.id, sa.peer))
 
     def _refused(self, sa: IkeSA | None, remote: tuple[str, int], err: NattError, *, fatal: bool) -> None:
         name = notify_name(err.notify) if err.notify is not None else type(err).__name__

@@ -97,3 +97,15 @@ def test_client_natt_versions(tmp_path: Path) -> None:
     p.write_text(base + 'natt_versions = ["rfc9999"]\n')
     with pytest.raises(ConfigError, match="choose from rfc3947"):
         client_config.load(p)
+
+
+def test_caching_verifier_remembers_only_successes() -> None:
+    from natt_daemons.common.passwords import CachingVerifier
+
+    v = CachingVerifier()
+    stored = hash_password("right")
+    assert not v.verify("bob", stored, "wrong")
+    assert v.verify("bob", stored, "right")
+    assert v.verify("bob", stored, "right"), "the second login is answered from the cache"
+    assert not v.verify("bob", stored, "wrong"), "a cached user still needs the right password"
+    assert not v.verify("bob", hash_password("new"), "right"), "a new stored hash is checked afresh"
