@@ -76,7 +76,12 @@ class Datapath:
         self.on_first_data = on_first_data
         self.on_inbound = on_inbound
         self.inbound: dict[int, Inbound] = {}
-        self.outbound: list[Outbound] = []
+        # Outbound SAs: host selectors (a client's /32, thousands on a concentrator) by address, the rest
+        # (a client's 0.0.0.0/0, a few) in a list, most specific first; and every SA of a session.
+        self._hosts: dict[int, list[Outbound]] = {}
+        self._wide: list[Outbound] = []
+        self._by_sa: dict[int, list[Outbound]] = {}
+        self._in_by_sa: dict[int, dict[int, Inbound]] = {}
         self._flows: dict[bytes, Outbound | None] = {}
         self.stats = DatapathStats()
 
@@ -93,25 +98,61 @@ class Datapath:
                        (peer, up.remote_port if up.udp_encap else 0), sock,
                        ipaddress.IPv4Network(up.local_selector), ipaddress.IPv4Network(up.remote_selector))
         # The newest SA for a selector pair wins (a rekey); the old one stays for inbound until deleted.
-        self.outbound = [o for o in self.outbound
-                         if (o.local_net, o.remote_net, o.sa_id) != (out.local_net, out.remote_net, out.sa_id)]
-        self.outbound.append(out)
-        self.outbound.sort(key=lambda o: (o.remote_net.prefixlen, o.local_net.prefixlen), reverse=True)
-        self.inbound[up.inbound_spi] = Inbound(EspSA(up.inbound_spi, t, up.keymat_in, outbound=False), up.sa_id, out)
-        self._flows.clear()
+        same = (out.local_net, out.remote_net, out.sa_id)
+        for old in [o for o in self._by_sa.get(up.sa_id, ()) if (o.local_net, o.remote_net, o.sa_id) == same]:
+            self._unroute(old)
+        self._route_add(out)
+        entry = Inbound(EspSA(up.inbound_spi, t, up.keymat_in, outbound=False), up.sa_id, out)
+        self.inbound[up.inbound_spi] = entry
+        self._in_by_sa.setdefault(up.sa_id, {})[up.inbound_spi] = entry
         return out
 
     def remove(self, inbound_spi: int) -> Inbound | None:
         entry = self.inbound.pop(inbound_spi, None)
         if entry is not None:
-            self.outbound = [o for o in self.outbound if o is not entry.outbound]
-            self._flows.clear()
+            self._unroute(entry.outbound)
+            mine = self._in_by_sa.get(entry.sa_id)
+            if mine is not None:
+                mine.pop(inbound_spi, None)
+                if not mine:
+                    del self._in_by_sa[entry.sa_id]
         return entry
+
+    @property
+    def outbound(self) -> list[Outbound]:
+        """Every routed outbound SA (a view for status pages; the data path uses the indexes)."""
+        return [o for group in self._by_sa.values() for o in group]
+
+    def _route_add(self, out: Outbound) -> None:
+        if out.remote_net.prefixlen == 32:
+            self._hosts.setdefault(int(out.remote_net.network_address), []).insert(0, out)
+        else:
+            self._wide.append(out)
+            self._wide.sort(key=lambda o: (o.remote_net.prefixlen, o.local_net.prefixlen), reverse=True)
+        self._by_sa.setdefault(out.sa_id, []).append(out)
+        self._flows.clear()
+
+    def _unroute(self, out: Outbound) -> None:
+        if out.remote_net.prefixlen == 32:
+            key = int(out.remote_net.network_address)
+            group = self._hosts.get(key, [])
+            if out in group:
+                group.remove(out)
+                if not group:
+                    del self._hosts[key]
+        elif out in self._wide:
+            self._wide.remove(out)
+        mine = self._by_sa.get(out.sa_id, [])
+        if out in mine:
+            mine.remove(out)
+            if not mine:
+                del self._by_sa[out.sa_id]
+        self._flows.clear()
 
     def update_remote(self, sa_id: int, remote: tuple[str, int]) -> None:
         """IKE floated or was rebound: NAT-T ESP follows it (IPsec over UDP learns its own port)."""
-        for o in self.outbound:
-            if o.sa_id == sa_id and o.sock is self.udp:
+        for o in self._by_sa.get(sa_id, ()):
+            if o.sock is self.udp:
                 o.remote = remote
 
     def add_cisco_udp(self, port: int, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
@@ -119,7 +160,7 @@ class Datapath:
         loop.add_reader(sock.fileno(), self._cisco_readable, sock)
 
     def children(self, sa_id: int) -> list[Inbound]:
-        return [i for i in self.inbound.values() if i.sa_id == sa_id]
+        return list(self._in_by_sa.get(sa_id, {}).values())
 
     # -- wiring -----------------------------------------------------------------------------
 
@@ -148,7 +189,9 @@ class Datapath:
             pass
         src = ipaddress.IPv4Address(key[:4])
         dst = ipaddress.IPv4Address(key[4:])
-        found = next((o for o in self.outbound if dst in o.remote_net and src in o.local_net), None)
+        found = next((o for o in self._hosts.get(int(dst), ()) if src in o.local_net), None)
+        if found is None:
+            found = next((o for o in self._wide if dst in o.remote_net and src in o.local_net), None)
         if len(self._flows) > 65536:
             self._flows.clear()
         self._flows[key] = found
@@ -229,7 +272,7 @@ class Datapath:
 
     def _keepalive_in(self, sock: socket.socket, addr: tuple[str, int]) -> None:
         """A keepalive tells the client's translated port before any ESP, if only one session could have sent it."""
-        waiting = [o for o in self.outbound if o.sock is sock and o.remote == (addr[0], 0)]
+        waiting = [o for group in self._by_sa.values() for o in group if o.sock is sock and o.remote == (addr[0], 0)]
         if waiting and len({o.sa_id for o in waiting}) == 1:
             for o in waiting:
                 o.remote = addr
@@ -267,8 +310,8 @@ class Datapath:
         if out.sock is not None and addr[1] and addr != out.remote:
             # NAT rebinding (RFC 3948), or IPsec over UDP learning the port: authenticated ESP says where the
             # peer is now, for every SA of this session on this socket.
-            for o in self.outbound:
-                if o.sa_id == out.sa_id and o.sock is out.sock:
+            for o in self._by_sa.get(out.sa_id, ()):
+                if o.sock is out.sock:
                     o.remote = addr
         if not entry.seen_data:
             entry.seen_data = True

@@ -27,6 +27,7 @@ class ConcentratorSettings:
     users: dict[str, str] = field(repr=False, default_factory=dict)
     log_capacity: int = 10000
     log_secrets: bool = False
+    log_severity: int = 5
     ike_port: int = 500
     natt_port: int = 4500
 
@@ -43,6 +44,12 @@ def _net(value: str, where: str) -> str:
         return str(ipaddress.IPv4Network(value, strict=False))
     except ValueError as e:
         raise ConfigError(f"{where}: {value!r} is not an IPv4 network") from e
+
+
+def _severity(value: int, where: str) -> int:
+    if not 1 <= value <= 13:
+        raise ConfigError(f"{where}: log_severity {value} must be 1..13 (the VPN 3000 scale; 5 keeps its default)")
+    return value
 
 
 def _udp_port(port: int, where: str) -> int:
@@ -136,4 +143,5 @@ def load(path: str | Path) -> ConcentratorSettings:
         users=dict(users),
         log_capacity=optional(c, "log_capacity", int, 10000, where),
         log_secrets=optional(c, "log_secrets", bool, False, where),
+        log_severity=_severity(optional(c, "log_severity", int, 5, where), where),
     )

@@ -31,7 +31,7 @@ class Concentrator:
     def __init__(self, settings: ConcentratorSettings) -> None:
         self.settings = settings
         self.events = IkeLogger(role="concentrator", capacity=settings.log_capacity,
-                                reveal_secrets=settings.log_secrets)
+                                reveal_secrets=settings.log_secrets, max_severity=settings.log_severity)
         self.endpoint = IkeEndpoint(settings.address, settings.policy, ike_port=settings.ike_port,
                                     natt_port=settings.natt_port)
         self.driver: IkeDriver | None = None

@@ -51,13 +51,16 @@ def missing() -> str | None:
     return None
 
 
-def strongswan_conf(workdir: Path) -> str:
+def strongswan_conf(workdir: Path, bench: bool = False) -> str:
+    """bench: log only errors, and let thousands of clients behind one PAT address be half-open at once."""
+    level = 0 if bench else 2
+    limits = "\n    block_threshold = 1000000\n    init_limit_half_open = 0" if bench else ""
     return f"""\
 charon {{
     load_modular = no
     load = {PLUGINS}
     port = 500
-    port_nat_t = 4500
+    port_nat_t = 4500{limits}
     install_routes = yes
     # IKEv1 Aggressive Mode with a PSK exposes a hash of the key to offline attack; the seed uses it.
     i_dont_care_about_security_and_use_aggressive_mode_psk = yes
@@ -65,11 +68,11 @@ charon {{
         charon {{
             path = {workdir}/charon.log
             time_format = %b %e %T
-            default = 1
-            ike = 2
-            cfg = 2
-            knl = 2
-            esp = 2
+            default = {min(level, 1)}
+            ike = {level}
+            cfg = {level}
+            knl = {level}
+            esp = {level}
             append = no
             flush_line = yes
         }}
@@ -163,6 +166,7 @@ class Charon:
     workdir: Path
     proc: procs.Proc | None = None
     env: dict[str, str] = field(default_factory=dict)
+    bench: bool = False
 
     @property
     def uri(self) -> str:
@@ -179,7 +183,7 @@ class Charon:
     def write(self, swanctl: str) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
         (self.workdir / "run").mkdir(exist_ok=True, mode=0o700)
-        (self.workdir / "strongswan.conf").write_text(strongswan_conf(self.workdir))
+        (self.workdir / "strongswan.conf").write_text(strongswan_conf(self.workdir, self.bench))
         p = self.workdir / "swanctl.conf"
         p.write_text(swanctl)
         p.chmod(0o600)

@@ -63,23 +63,28 @@ def _decode_chain(types: tuple[int, ...], terminated: bool) -> str:
 
 
 class IkeLogger:
-    def __init__(self, role: str, capacity: int = 10000, *, reveal_secrets: bool = False) -> None:
+    def __init__(self, role: str, capacity: int = 10000, *, reveal_secrets: bool = False,
+                 max_severity: int = 13) -> None:
         if role not in ("concentrator", "client"):
             raise ValueError(f"role {role!r}")
         self.role = role
-        self.log = EventLog(capacity, reveal_secrets=reveal_secrets)
+        self.log = EventLog(capacity, reveal_secrets=reveal_secrets, max_severity=max_severity)
         self._children_up: dict[int, int] = {}
         self._attempted: set[int] = set()
 
     # -- writing ------------------------------------------------------------------------------
 
     def _emit(self, msg: Message, now: float, peer: str | None, sa: IkeSA | None = None, *,
-              scoped: bool = False, **fields: Any) -> LogEntry:
+              scoped: bool = False, **fields: Any) -> LogEntry | None:
         group = user = None
         if scoped and sa is not None and self.role == "concentrator":
             group = sa.group.name if sa.group else None
             user = sa.user or None
         return self.log.emit(msg, now, peer, group=group, user=user, **fields)
+
+    def _wants(self, msg: Message) -> bool:
+        """Whether `msg` would be kept: lets a handler skip building fields the log would drop."""
+        return msg.severity <= self.log.max_severity
 
     def record(self, event: E.IkeEvent, now: float, sa: IkeSA | None) -> None:
         handler = getattr(self, f"_on_{type(event).__name__}", None)
@@ -108,7 +113,7 @@ class IkeLogger:
                 self.log.emit(C.IKE_ATTEMPT, now, e.peer)
             self.log.emit(C.ISAKMP_SENDING, now, e.peer, exchange=exchange_log_name(e.exchange),
                           payloads=_client_payloads(e.payloads, e.notifies, e.encrypted))
-        else:
+        elif self._wants(C.MESSAGE_SENT):
             self._emit(C.MESSAGE_SENT, now, e.peer, msgid=e.message_id,
                        payloads=_decode_chain(e.payloads, terminated=False), length=0)
 
@@ -119,13 +124,15 @@ class IkeLogger:
                           payloads=_client_payloads(e.payloads, e.notifies, e.encrypted))
             return
         first = e.payloads[0] if e.payloads else 0
-        self.log.emit(C.ISAKMP_HEADER_DECODE, now, e.peer, icookie=C.spaced_hex(e.icookie),
-                      rcookie=C.spaced_hex(e.rcookie), next_payload=C.decode_label(
-                          PAYLOAD_DECODE_NAMES.get(first, "UNKNOWN"), int(first)),
-                      exchange=f"Oakley {EXCHANGE_NAMES.get(e.exchange, e.exchange)}",
-                      flags=C.isakmp_flags(e.flags), msgid=e.message_id, length=e.length)
-        self.log.emit(C.MESSAGE_RECEIVED, now, e.peer, msgid=e.message_id,
-                      payloads=_decode_chain(e.payloads, terminated=True), length=e.length)
+        if self._wants(C.ISAKMP_HEADER_DECODE):
+            self.log.emit(C.ISAKMP_HEADER_DECODE, now, e.peer, icookie=C.spaced_hex(e.icookie),
+                          rcookie=C.spaced_hex(e.rcookie), next_payload=C.decode_label(
+                              PAYLOAD_DECODE_NAMES.get(first, "UNKNOWN"), int(first)),
+                          exchange=f"Oakley {EXCHANGE_NAMES.get(e.exchange, e.exchange)}",
+                          flags=C.isakmp_flags(e.flags), msgid=e.message_id, length=e.length)
+        if self._wants(C.MESSAGE_RECEIVED):
+            self.log.emit(C.MESSAGE_RECEIVED, now, e.peer, msgid=e.message_id,
+                          payloads=_decode_chain(e.payloads, terminated=True), length=e.length)
         if e.encrypted and sa is not None and sa.user:
             self._emit(C.PROCESSING_HASH, now, e.peer, sa, scoped=True)
 

@@ -37,10 +37,13 @@ Listener = Callable[[LogEntry], None]
 class EventLog:
     """A sans-IO event log: the caller passes the time of every event."""
 
-    def __init__(self, capacity: int = 10000, *, reveal_secrets: bool = False) -> None:
+    def __init__(self, capacity: int = 10000, *, reveal_secrets: bool = False, max_severity: int = 13) -> None:
         if capacity < 1:
             raise ValueError("an event log holds at least one entry")
         self.capacity = capacity
+        # "Events to log" (VPN 3000: 1-5 by default): entries above it are counted, never rendered or kept.
+        self.max_severity = max_severity
+        self.filtered = 0
         self.reveal_secrets = reveal_secrets  # a debug switch: logs then hold keys and passwords
         self.listeners: list[Listener] = []
         self._entries: deque[LogEntry] = deque(maxlen=capacity)
@@ -50,7 +53,7 @@ class EventLog:
     # ---- writing -------------------------------------------------------------------------------
 
     def emit(self, message: Message, time: float, /, peer: str | None = None, *,
-             group: str | None = None, user: str | None = None, **fields: Any) -> LogEntry:
+             group: str | None = None, user: str | None = None, **fields: Any) -> LogEntry | None:
         """Log one event and tell the listeners.
 
         ``peer``, ``group`` and ``user`` are also template fields ("to {peer}",
@@ -59,6 +62,10 @@ class EventLog:
         """
         if not math.isfinite(time):
             raise ValueError(f"event time must be a finite epoch time, not {time!r}")
+        if message.severity > self.max_severity:
+            self.filtered += 1
+            self._repeats[(message.cls, message.event_id)] += 1
+            return None
         values = dict(fields)
         for key, value in (("peer", peer), ("group", group), ("user", user)):
             if value is not None:

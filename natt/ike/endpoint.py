@@ -82,6 +82,7 @@ class IkeEndpoint:
         self.pools: dict[str, AddressPool] = {}
         self.peak_sessions = 0
         self.total_sessions = 0
+        self.established_count = 0  # SAs past phase 1 and not removed (the session limit counts these)
         # Timers: each SA's earliest deadline in a heap. An entry may fire early (then the SA is looked at and
         # filed again) but never late: whatever can bring a deadline forward reschedules that SA.
         self._timer_heap: list[tuple[float, int]] = []
@@ -265,6 +266,8 @@ class IkeEndpoint:
             return
         for child in list(sa.children.values()):
             quick.child_down(self, sa, child, reason)
+        if sa.established_at is not None:
+            self.established_count -= 1
         sa.state = State.DELETED
         sa.delete_reason = reason
         if sa.role is Role.RESPONDER and sa.assigned_address and sa.group:

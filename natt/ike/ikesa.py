@@ -47,7 +47,7 @@ class Datagram:
     local_port: int
 
 
-@dataclass
+@dataclass(slots=True)
 class Retransmit:
     datagram: Datagram
     next_at: float
@@ -56,7 +56,7 @@ class Retransmit:
     what: str
 
 
-@dataclass
+@dataclass(slots=True)
 class ChildSA:
     message_id: int
     inbound_spi: int
@@ -71,7 +71,7 @@ class ChildSA:
     rekeyed: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class QuickModeState:
     """A Quick Mode in progress (either role)."""
 
@@ -94,7 +94,10 @@ class QuickModeState:
     responder_lifetime: int | None = None
 
 
-@dataclass
+MAX_IVS = 16  # phase 2 exchanges whose IV chain is kept (a Quick Mode or transaction spans 2-4 messages)
+
+
+@dataclass(slots=True)
 class IkeSA:
     id: int
     role: Role
@@ -220,6 +223,15 @@ class IkeSA:
             self.p1_last_block = last
         else:
             self.ivs[message_id] = last
+            while len(self.ivs) > MAX_IVS:  # informational exchanges never come back: keep the recent ones
+                self.ivs.pop(next(iter(self.ivs)))
+
+    def forget_phase1_secrets(self) -> None:
+        """Phase 1 is done: what only its exchange needed (DH key, g^xy, SKEYID, nonces, the hashed payloads)
+        goes, so a long-lived session holds only SKEYID_d/a/e and its keys (smaller, and less to leak)."""
+        self.dh = None
+        self.gxi = self.gxr = self.gxy = self.ni = self.nr = b""
+        self.sai_b = self.idi_b = self.idr_b = self.skeyid = b""
 
     def seal(self, exchange: int, message_id: int, payloads: list[Payload], encrypt: bool) -> bytes:
         first, body = encode_payloads(payloads)

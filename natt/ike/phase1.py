@@ -137,8 +137,7 @@ def _allowed(ep: IkeEndpoint, sa: IkeSA) -> list[Phase1Proposal]:
 
 def _check_capacity(ep: IkeEndpoint, sa: IkeSA) -> None:
     assert ep.policy
-    established = sum(1 for s in ep.sas.values() if s.established_at is not None)
-    if established >= ep.policy.session_limit:
+    if ep.established_count >= ep.policy.session_limit:
         raise SessionLimitReached(f"session limit {ep.policy.session_limit} reached")
 
 
@@ -422,8 +421,10 @@ def established(ep: IkeEndpoint, sa: IkeSA) -> None:
     sa.state = State.ESTABLISHED
     sa.established_at = ep.now
     sa.expires_at = ep.now + sa.proposal.lifetime
+    sa.forget_phase1_secrets()
     ep.total_sessions += 1
-    ep.peak_sessions = max(ep.peak_sessions, sum(1 for s in ep.sas.values() if s.established_at is not None))
+    ep.established_count += 1
+    ep.peak_sessions = max(ep.peak_sessions, ep.established_count)
     group_name = sa.group.name if sa.group else (sa.profile.group if sa.profile else "")
     ep.emit(Phase1Established(sa.id, sa.peer, sa.mode, group_name, sa.cipher.name, sa.hash.name,
                               get_group(sa.proposal.group).name, sa.proposal.lifetime, sa.identity))

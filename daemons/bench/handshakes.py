@@ -1,0 +1,172 @@
+"""`natt-bench connect`: the handshake load generator against our concentrator and strongSwan, in one run.
+
+For each target a fresh lab is built (own prefix), the concentrator (ours, or charon with kernel-libipsec)
+starts in the conc namespace, and the generator (loadgen.py) runs in client1 behind our PAT gateway. The
+concentrator's resident memory is read before the first handshake and when every session is up; the
+difference divided by the sessions up is its memory per session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from natt_daemons.common.control import call
+from natt_daemons.lab import procs, scenario
+from natt_daemons.lab import strongswan as sw
+from natt_daemons.lab.scenario import LAB_USERS, ScenarioConfig, _bin, _set
+from natt_daemons.lab.topology import ADDR, CLIENT1, CONC, PAT, Lab
+
+GROUP, PSK = "ciscovpn", "ciscovpn-lab-key"
+USER = "vpnclient1"
+POOL = "10.40.0.0/18"  # 16382 addresses
+
+
+@dataclass
+class Plan:
+    count: int
+    concurrency: int
+    hold: float
+    phase1: str = "aes256-sha1-modp1024"  # DH group 2, as the seed
+    phase2: str = "aes256-sha1"
+    keepalive: float = 20.0
+    dpd: float = 30.0
+    max_ramp: float = 600.0  # seconds; a target slower than this reports how far it got
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _generator(lab: Lab, run: Path, plan: Plan, target: str) -> procs.Proc:
+    (run / "bench.psk").write_text(PSK)
+    (run / "bench.pw").write_text(LAB_USERS[USER])
+    for f in ("bench.psk", "bench.pw"):
+        (run / f).chmod(0o600)
+    argv = [sys.executable, "-m", "natt_daemons.bench.loadgen", "--peer", ADDR.conc_public, "--local", ADDR.client1,
+            "--group", GROUP, "--psk-file", str(run / "bench.psk"), "--user", USER,
+            "--password-file", str(run / "bench.pw"), "--phase1", plan.phase1, "--phase2", plan.phase2,
+            "--count", str(plan.count), "--concurrency", str(plan.concurrency), "--hold", str(plan.hold),
+            "--keepalive", str(plan.keepalive), "--dpd", str(plan.dpd), "--target", target,
+            "--max-ramp", str(plan.max_ramp),
+            "--out", str(run / f"loadgen-{target}.json"), "--ramp-done", str(run / f"ramp-{target}.json")]
+    return procs.start(lab, CLIENT1, argv, run / f"loadgen-{target}.log", name=f"loadgen-{target}")
+
+
+def _drive(lab: Lab, run: Path, plan: Plan, target: str, pid: int,
+           sessions: Any) -> dict[str, Any]:
+    """Run the generator against the concentrator `pid`; `sessions()` counts its sessions."""
+    rss0, cpu0 = rss_kib(pid), cpu_seconds(pid)
+    gen = _generator(lab, run, plan, target)
+    ramp_file, out_file = run / f"ramp-{target}.json", run / f"loadgen-{target}.json"
+    budget = 180 + plan.max_ramp + plan.hold
+    deadline = time.monotonic() + budget
+    try:
+        while not ramp_file.exists():
+            if not gen.alive or time.monotonic() > deadline:
+                raise RuntimeError(f"load generator stopped before the ramp ended:\n{gen.log()[-3000:]}")
+            _relay(gen)
+            time.sleep(0.5)
+        up_rss, up_cpu = rss_kib(pid), cpu_seconds(pid)
+        counted = sessions()
+        while gen.alive and time.monotonic() < deadline:
+            _relay(gen)
+            time.sleep(0.5)
+        _relay(gen)
+        if not out_file.exists():
+            raise RuntimeError(f"load generator gave no result:\n{gen.log()[-3000:]}")
+        result: dict[str, Any] = json.loads(out_file.read_text())
+    finally:
+        gen.stop(15.0)
+    up = result["established"]
+    result["concentrator_sessions_counted"] = counted
+    result["concentrator_rss_kib_before"] = rss0
+    result["concentrator_rss_kib_all_up"] = up_rss
+    result["memory_per_session_kib"] = round((up_rss - rss0) / up, 1) if up else None
+    result["concentrator_cpu_s_ramp"] = round(up_cpu - cpu0, 2)
+    return result
+
+
+_relayed: dict[int, int] = {}
+
+
+def _relay(gen: procs.Proc) -> None:
+    """Show the generator's progress bar (its log) on our stderr."""
+    text = gen.log()
+    seen = _relayed.get(gen.pid, 0)
+    if len(text) > seen:
+        sys.stderr.write(text[seen:])
+        sys.stderr.flush()
+        _relayed[gen.pid] = len(text)
+
+
+def against_natt(plan: Plan) -> dict[str, Any]:
+    extra = {"phase1": f'["{plan.phase1}"]', "phase2": f'["{plan.phase2}"]', "pool": f'"{POOL}"',
+             "session_limit": str(plan.count + 100), "dpd_interval": str(plan.dpd),
+             "keepalive_interval": str(plan.keepalive), "log_severity": "5"}
+    with scenario.running("hn", ScenarioConfig(concentrator_extra=extra)) as sc:
+        pid = sc.procs["concentrator"].pid
+        return _drive(sc.lab, sc.run_dir, plan, "natt", pid,
+                      lambda: call(sc.socket("concentrator"), "status")["sessions"])
+
+
+@contextlib.contextmanager
+def _strongswan_lab(plan: Plan) -> Iterator[tuple[Lab, Path, sw.Charon]]:
+    prefix = "hs" + time.strftime("%H%M%S") + "-"
+    lab = Lab(prefix)
+    run = procs.run_dir(prefix)
+    charon = sw.Charon(lab, CONC, Path(tempfile.mkdtemp(prefix=f"natt-{prefix}")), bench=True)
+    pat: procs.Proc | None = None
+    try:
+        lab.up()
+        run.mkdir(parents=True, exist_ok=True, mode=0o700)
+        conf = _set(scenario.CONFIGS_DIR.joinpath("pat.toml").read_text(), "control_socket",
+                    f'"{run / "pat.sock"}"')
+        (run / "pat.toml").write_text(conf)
+        pat = procs.start(lab, PAT, [_bin("natt-pat"), "run", "--config", str(run / "pat.toml")], run / "pat.log",
+                          name="pat")
+        procs.wait_for(lambda: (run / "pat.sock").exists() or not pat.alive, 20, 0.1, "natt-pat control socket")
+        suite = sw.Suite("bench", ike=plan.phase1, esp=plan.phase2,
+                         client_phase1=plan.phase1, client_phase2=plan.phase2)
+        charon.write(sw.swanctl_conf(suite, ADDR.conc_public, GROUP, PSK, {USER: LAB_USERS[USER]}, POOL,
+                                     dpd_delay=int(plan.dpd)))
+        charon.start()
+        charon.load()
+        yield lab, run, charon
+    finally:
+        if pat is not None:
+            pat.stop(8.0)
+        charon.stop()
+        lab.down()
+        shutil.rmtree(run, ignore_errors=True)
+        shutil.rmtree(charon.workdir, ignore_errors=True)
+
+
+def _charon_sessions(charon: sw.Charon) -> int:
+    m = re.search(r"IKE_SAs:\s+(\d+) total", charon.swanctl("--stats"))
+    return int(m.group(1)) if m else -1
+
+
+def against_strongswan(plan: Plan) -> dict[str, Any]:
+    with _strongswan_lab(plan) as (lab, run, charon):
+        assert charon.proc is not None
+        return _drive(lab, run, plan, "strongswan", charon.proc.pid, lambda: _charon_sessions(charon))
