@@ -82,3 +82,18 @@ lab-shell: venv
 # The seed scenario, for real: namespaces, PAT gateway, concentrator, two clients, traffic, views.
 lab: deps
 	$(VENV)/bin/natt-lab up --prefix $(LAB_PREFIX) --configs configs
+
+.PHONY: bench bench-smoke
+BENCH_ARGS ?=
+CONNECT_ARGS ?= --count 10000 --hold 300
+
+# Throughput through every VPN configuration (fresh lab namespaces bn-*, removed afterwards), then the
+# handshake load generator against our concentrator and strongSwan; JSON in bench/results/.
+bench: deps
+	$(VENV)/bin/natt-bench throughput $(BENCH_ARGS)
+	$(VENV)/bin/natt-bench connect $(CONNECT_ARGS)
+
+# The same with tiny durations and counts: checks the bench works, not how fast anything is.
+bench-smoke: deps
+	$(VENV)/bin/natt-bench throughput --duration 2 --only plain --only natt:aes128gcm16 $(BENCH_ARGS)
+	$(VENV)/bin/natt-bench connect --count 20 --hold 3

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import sys
@@ -51,8 +52,6 @@ def rss_kib(pid: int) -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    import os
-
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -170,3 +169,49 @@ def against_strongswan(plan: Plan) -> dict[str, Any]:
     with _strongswan_lab(plan) as (lab, run, charon):
         assert charon.proc is not None
         return _drive(lab, run, plan, "strongswan", charon.proc.pid, lambda: _charon_sessions(charon))
+
+
+TARGETS = {"natt": against_natt, "strongswan": against_strongswan}
+
+
+def run(plan: Plan, targets: tuple[str, ...], results_dir: Path, out: Any = print) -> dict[str, Any]:
+    """Every target with the same plan, one after the other; a table on `out`, JSON under `results_dir`."""
+    import datetime
+    import platform
+
+    doc: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {"nproc": len(os.sched_getaffinity(0)), "kernel": platform.release()},
+        "plan": plan.__dict__,
+        "results": {},
+    }
+    for name in targets:
+        out(f"--- {name}: {plan.count} clients, {plan.concurrency} handshakes in flight, hold {plan.hold:.0f} s")
+        try:
+            doc["results"][name] = TARGETS[name](plan)
+        except Exception as e:  # one target failing must not lose the other's figures
+            doc["results"][name] = {"error": f"{type(e).__name__}: {e}"[:2000]}
+    out(table(doc["results"]))
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"handshakes-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(doc, indent=2))
+    out(f"written: {path}")
+    return doc
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    ref = results.get("strongswan", {})
+    rows = [("target", "up/attempted", "set-ups/s", "vs strongSwan", "p50 s", "p99 s", "failures", "KiB/session",
+             "held", "lost")]
+    for name, r in results.items():
+        if "error" in r:
+            rows.append((name, "error", r["error"][:60], "", "", "", "", "", "", ""))
+            continue
+        rate, ref_rate = r["setups_per_second"], ref.get("setups_per_second")
+        ratio = f"{rate / ref_rate:.2f}" if ref_rate else "-"
+        failures = ", ".join(f"{k}: {v}" for k, v in r["failures"].items()) or "0"
+        rows.append((name, f"{r['established']}/{r.get('attempted', r['clients'])}", f"{rate:.1f}", ratio,
+                     str(r["setup_p50_s"]), str(r["setup_p99_s"]), failures, str(r["memory_per_session_kib"]),
+                     f"{r['hold_s']:.0f} s", str(r["lost_during_hold"])))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)

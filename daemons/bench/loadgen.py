@@ -34,10 +34,21 @@ SETUP_TIMEOUT = 60.0
 
 
 @dataclass
-class SimClient:
+class Host:
+    """One simulated source: an initiator with its IKE and NAT-T sockets, carrying `per_host` clients (one,
+    unless the file descriptor limit says otherwise; then a few clients share a source port, as clients
+    behind a second NAT would)."""
+
     index: int
     endpoint: IkeEndpoint
     socks: dict[int, socket.socket]
+    clients: dict[int, SimClient] = field(default_factory=dict)  # by SA id
+
+
+@dataclass
+class SimClient:
+    index: int
+    host: Host
     sa_id: int = 0
     started: float = 0.0
     up_at: float | None = None
@@ -89,11 +100,13 @@ class Result:
 
 
 class LoadGenerator:
-    def __init__(self, profile: ClientProfile, local: str, count: int, concurrency: int) -> None:
+    def __init__(self, profile: ClientProfile, local: str, count: int, concurrency: int, per_host: int = 1) -> None:
         self.profile = profile
         self.local = local
         self.count = count
         self.concurrency = concurrency
+        self.per_host = per_host
+        self.hosts: list[Host] = []
         self.sel = selectors.DefaultSelector()
         self.clients: list[SimClient] = []
         self.timers: list[tuple[float, int]] = []
@@ -104,7 +117,9 @@ class LoadGenerator:
 
     # -- one simulated client -----------------------------------------------------------------
 
-    def _new_client(self, now: float) -> SimClient:
+    def _host(self) -> Host:
+        if self.hosts and len(self.hosts[-1].clients) < self.per_host:
+            return self.hosts[-1]
         socks: dict[int, socket.socket] = {}
         ports = []
         for _ in range(2):
@@ -114,39 +129,47 @@ class LoadGenerator:
             port = s.getsockname()[1]
             socks[port] = s
             ports.append(port)
-        ep = IkeEndpoint(self.local, ike_port=ports[0], natt_port=ports[1])
-        c = SimClient(len(self.clients), ep, socks)
-        self.clients.append(c)
+        host = Host(len(self.hosts), IkeEndpoint(self.local, ike_port=ports[0], natt_port=ports[1]), socks)
+        self.hosts.append(host)
         for port, s in socks.items():
-            self.sel.register(s, selectors.EVENT_READ, (c, port))
+            self.sel.register(s, selectors.EVENT_READ, (host, port))
+        return host
+
+    def _new_client(self, now: float) -> SimClient:
+        host = self._host()
+        c = SimClient(len(self.clients), host)
+        self.clients.append(c)
         c.started = now
         self.pending[c.index] = c
-        c.sa_id = ep.connect(self.profile, now, local_port=ports[0])
+        c.sa_id = host.endpoint.connect(self.profile, now, local_port=host.endpoint.ike_port)
+        host.clients[c.sa_id] = c
         self.inflight += 1
-        self._flush(c, now)
+        self._flush(host, now)
         return c
 
-    def _flush(self, c: SimClient, now: float) -> None:
-        ep = c.endpoint
+    def _flush(self, host: Host, now: float) -> None:
+        ep = host.endpoint
         for d in ep.datagrams_to_send():
             with contextlib.suppress(OSError, KeyError):  # a lost datagram is retransmitted by one side
-                c.socks[d.local_port].sendto(d.data, d.remote)
+                host.socks[d.local_port].sendto(d.data, d.remote)
         while (e := ep.next_event()) is not None:
+            if isinstance(e, MessageSent) and e.retransmit:
+                self.retransmits += 1
+            c = host.clients.get(e.sa_id)
+            if c is None:
+                continue
             if isinstance(e, ChildSaUp):
                 c.children += 1
                 if c.children == EXPECTED_CHILDREN and c.up_at is None and c.failed is None:
                     c.up_at = now
                     self.inflight -= 1
                     self.pending.pop(c.index, None)
-            elif isinstance(e, MessageSent) and e.retransmit:
-                self.retransmits += 1
-            elif (isinstance(e, IkeSaDown) and e.sa_id == c.sa_id) or (
-                    isinstance(e, ExchangeFailed) and e.fatal and c.up_at is None):
+            elif isinstance(e, IkeSaDown) or (isinstance(e, ExchangeFailed) and e.fatal and c.up_at is None):
                 self._fail(c, e.reason)
         when = ep.get_timer()
-        if when is not None and self.due.get(c.index) != when:
-            self.due[c.index] = when
-            heapq.heappush(self.timers, (when, c.index))
+        if when is not None and self.due.get(host.index) != when:
+            self.due[host.index] = when
+            heapq.heappush(self.timers, (when, host.index))
 
     def _fail(self, c: SimClient, reason: str) -> None:
         if c.failed is None:
@@ -161,7 +184,7 @@ class LoadGenerator:
         now = time.monotonic()
         timeout = max(0.0, min(until, self.timers[0][0] if self.timers else until) - now)
         for key, _ in self.sel.select(min(timeout, 0.05)):
-            c, port = key.data
+            host, port = key.data
             s = key.fileobj
             for _ in range(64):
                 try:
@@ -171,17 +194,17 @@ class LoadGenerator:
                 except OSError:
                     break
                 now = time.monotonic()
-                c.endpoint.receive_datagram(data, addr, port, now)
-            self._flush(c, time.monotonic())
+                host.endpoint.receive_datagram(data, addr, port, now)
+            self._flush(host, time.monotonic())
         now = time.monotonic()
         while self.timers and self.timers[0][0] <= now:
             when, index = heapq.heappop(self.timers)
             if self.due.get(index) != when:
                 continue
             del self.due[index]
-            c = self.clients[index]
-            c.endpoint.handle_timer(now)
-            self._flush(c, now)
+            host = self.hosts[index]
+            host.endpoint.handle_timer(now)
+            self._flush(host, now)
 
     def ramp(self, progress: bool, max_seconds: float) -> float:
         """Start every client (at most `concurrency` handshakes at once) and wait for each to end; no new
@@ -227,9 +250,10 @@ class LoadGenerator:
         now = time.monotonic()
         for c in self.clients:
             if delete and c.failed is None and c.up_at is not None:
-                c.endpoint.delete_sa(c.sa_id, now, "load generator done")
-                self._flush(c, now)
-            for s in c.socks.values():
+                c.host.endpoint.delete_sa(c.sa_id, now, "load generator done")
+                self._flush(c.host, now)
+        for host in self.hosts:
+            for s in host.socks.values():
                 self.sel.unregister(s)
                 s.close()
         self.sel.close()
@@ -256,8 +280,12 @@ def run(profile: ClientProfile, local: str, count: int, concurrency: int, hold: 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = 2 * count + 256
     if soft < need:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(need, soft), max(need, hard)))
-    gen = LoadGenerator(profile, local, count, concurrency)
+        soft = min(need, hard)  # raising the hard limit needs CAP_SYS_RESOURCE, which a container may lack
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    per_host = max(1, -(-2 * count // max(2, soft - 256)))
+    if per_host > 1 and progress:
+        sys.stderr.write(f"{soft} file descriptors: {per_host} simulated clients share each source port\n")
+    gen = LoadGenerator(profile, local, count, concurrency, per_host)
     result = Result(target, count)
     try:
         cpu0 = time.process_time()

@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import os
 import socket
+import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,11 @@ from natt.ike.events import ChildSaUp
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 256  # datagrams per wake-up, so one busy descriptor cannot starve the others
+# Read sizes: the TUN's MTU is 1400 (tun.open_tun) and ESP adds < 100 bytes; asking the kernel for 64 KiB
+# would make Python allocate (and shrink) 64 KiB per packet. A larger packet is truncated, fails its ICV and
+# is counted as a drop.
+READ_SIZE = 4096
+_ADDRS = struct.Struct(">II")  # an IPv4 header's source and destination, at offset 12
 
 
 @dataclass
@@ -36,6 +42,15 @@ class Outbound:
     sock: socket.socket | None  # the UDP socket ESP leaves by; None = raw IP protocol 50
     local_net: ipaddress.IPv4Network
     remote_net: ipaddress.IPv4Network
+    # The selectors as integers for the per-packet check (RFC 4301 5.2): address & mask == net.
+    lnet: int = 0
+    lmask: int = 0
+    rnet: int = 0
+    rmask: int = 0
+
+    def __post_init__(self) -> None:
+        self.lnet, self.lmask = int(self.local_net.network_address), int(self.local_net.netmask)
+        self.rnet, self.rmask = int(self.remote_net.network_address), int(self.remote_net.netmask)
 
     @property
     def udp(self) -> bool:
@@ -83,6 +98,7 @@ class Datapath:
         self._by_sa: dict[int, list[Outbound]] = {}
         self._in_by_sa: dict[int, dict[int, Inbound]] = {}
         self._flows: dict[bytes, Outbound | None] = {}
+        self._alive: set[int] = set()  # sessions that sent ESP in this batch (one DPD note per batch)
         self.stats = DatapathStats()
 
     # -- SA table ------------------------------------------------------------------------
@@ -201,7 +217,7 @@ class Datapath:
         read, fd = os.read, self.tun_fd
         for _ in range(MAX_BATCH):
             try:
-                pkt = read(fd, 65535)
+                pkt = read(fd, READ_SIZE)
             except BlockingIOError:
                 return
             except OSError as e:
@@ -236,15 +252,24 @@ class Datapath:
 
     def _drain(self, sock: socket.socket, handle: Callable[[bytes, tuple[str, int]], None]) -> None:
         recv = sock.recvfrom
-        for _ in range(MAX_BATCH):
-            try:
-                data, addr = recv(65535)
-            except BlockingIOError:
-                return
-            except OSError as e:
-                log.debug("UDP receive error: %s", e)
-                return
-            handle(data, addr)
+        try:
+            for _ in range(MAX_BATCH):
+                try:
+                    data, addr = recv(READ_SIZE)
+                except BlockingIOError:
+                    return
+                except OSError as e:
+                    log.debug("UDP receive error: %s", e)
+                    return
+                handle(data, addr)
+        finally:
+            self._note_alive()
+
+    def _note_alive(self) -> None:
+        if self._alive and self.on_inbound is not None:
+            for sa_id in self._alive:
+                self.on_inbound(sa_id)
+        self._alive.clear()
 
     def _udp_readable(self) -> None:
         self._drain(self.udp, self._natt_datagram)
@@ -280,16 +305,11 @@ class Datapath:
 
     def _raw_readable(self) -> None:
         assert self.raw is not None
-        recv = self.raw.recvfrom
-        for _ in range(MAX_BATCH):
-            try:
-                data, addr = recv(65535)
-            except BlockingIOError:
-                return
-            except OSError:
-                return
-            ihl = (data[0] & 0x0F) * 4 if data else 0
-            self._esp_in(data[ihl:], (addr[0], 0))
+        self._drain(self.raw, self._raw_datagram)
+
+    def _raw_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        ihl = (data[0] & 0x0F) * 4 if data else 0  # a raw socket hands us the IP header too
+        self._esp_in(data[ihl:], (addr[0], 0))
 
     def _esp_in(self, data: bytes, addr: tuple[str, int]) -> None:
         try:
@@ -302,8 +322,11 @@ class Datapath:
             self.stats.drops[e.kind] += 1
             return
         out = entry.outbound
-        if len(inner) < 20 or (ipaddress.IPv4Address(inner[12:16]) not in out.remote_net
-                               or ipaddress.IPv4Address(inner[16:20]) not in out.local_net):
+        if len(inner) < 20:
+            self.stats.drops["selector-mismatch"] += 1
+            return
+        src, dst = _ADDRS.unpack_from(inner, 12)
+        if src & out.rmask != out.rnet or dst & out.lmask != out.lnet:
             # RFC 4301 5.2: a decrypted packet must match the SA's selectors.
             self.stats.drops["selector-mismatch"] += 1
             return
@@ -317,8 +340,7 @@ class Datapath:
             entry.seen_data = True
             if self.on_first_data is not None:
                 self.on_first_data(entry)
-        if self.on_inbound is not None:
-            self.on_inbound(entry.sa_id)
+        self._alive.add(entry.sa_id)
         try:
             os.write(self.tun_fd, inner)
         except OSError as e:
