@@ -280,6 +280,7 @@ class Client:
             "time_up": int(time.time() - self.connected_at) if self.connected_at and self.state == "connected" else 0,
             "last_error": self.last_error,
             "diagnosis": self.diagnosis,
+            "datapath": self.datapath.counters() if self.datapath else {},
             **self.counters(),
         }
         if sa is not None:

@@ -9,6 +9,7 @@ No IKE work happens here, and nothing per packet allocates more than the crypto 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import os
@@ -31,6 +32,16 @@ MAX_BATCH = 256  # datagrams per wake-up, so one busy descriptor cannot starve t
 # is counted as a drop.
 READ_SIZE = 4096
 _ADDRS = struct.Struct(">II")  # an IPv4 header's source and destination, at offset 12
+# UDP generic segmentation offload (Linux 4.18+): one sendmsg carries several datagrams of one size.
+SOL_UDP, UDP_SEGMENT = 17, 103
+GSO_MAX_SEGMENTS = 64  # the kernel's UDP_MAX_SEGMENTS
+GSO_MAX_BYTES = 60000  # below the 64 KiB an IP datagram can hold
+_U16 = struct.Struct("=H")
+# ... and its receiving half: UDP_GRO hands us such a run in one read, with the segment size in a cmsg.
+UDP_GRO = 104
+GRO_READ_SIZE = 65535
+_I32 = struct.Struct("=i")
+_GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
 
 
 @dataclass
@@ -57,6 +68,29 @@ class Outbound:
         return self.sock is not None
 
 
+class _GsoBatch:
+    """ESP packets for one peer, all `size` bytes but possibly a shorter last one (UDP_SEGMENT's rule)."""
+
+    __slots__ = ("bytes", "out", "packets", "size")
+
+    def __init__(self, out: Outbound, first: bytes) -> None:
+        self.out, self.packets, self.size, self.bytes = out, [first], len(first), len(first)
+
+    def takes(self, out: Outbound, esp: bytes) -> bool:
+        last = self.packets[-1]
+        if out is not self.out or len(last) != self.size or len(esp) > self.size:
+            return False
+        if self.bytes + len(esp) > GSO_MAX_BYTES:
+            return False
+        self.packets.append(esp)
+        self.bytes += len(esp)
+        return True
+
+    @property
+    def full(self) -> bool:
+        return len(self.packets) >= GSO_MAX_SEGMENTS or len(self.packets[-1]) != self.size
+
+
 @dataclass
 class Inbound:
     esp: EspSA
@@ -69,6 +103,8 @@ class Inbound:
 class DatapathStats:
     drops: Counter[str] = field(default_factory=Counter)
     tun_packets: int = 0
+    gso_sends: int = 0
+    gro_reads: int = 0
 
 
 class Datapath:
@@ -99,6 +135,12 @@ class Datapath:
         self._in_by_sa: dict[int, dict[int, Inbound]] = {}
         self._flows: dict[bytes, Outbound | None] = {}
         self._alive: set[int] = set()  # sessions that sent ESP in this batch (one DPD note per batch)
+        self.gso_enabled = True  # off after the kernel refuses UDP_SEGMENT once
+        try:
+            udp.setsockopt(SOL_UDP, UDP_GRO, 1)
+            self.gro = True
+        except OSError:
+            self.gro = False
         self.stats = DatapathStats()
 
     # -- SA table ------------------------------------------------------------------------
@@ -175,6 +217,12 @@ class Datapath:
         self.cisco_udp[port] = sock
         loop.add_reader(sock.fileno(), self._cisco_readable, sock)
 
+    def counters(self) -> dict[str, int]:
+        """How the data path moved packets: TUN reads, UDP GSO sends, UDP GRO reads (several datagrams each)."""
+        s = self.stats
+        return {"tun_packets": s.tun_packets, "gso_sends": s.gso_sends, "gro_reads": s.gro_reads,
+                "gso": int(self.gso_enabled), "gro": int(self.gro)}
+
     def children(self, sa_id: int) -> list[Inbound]:
         return list(self._in_by_sa.get(sa_id, {}).values())
 
@@ -214,39 +262,84 @@ class Datapath:
         return found
 
     def _tun_readable(self) -> None:
+        """TUN → ESP. Consecutive ESP packets of one size for one peer leave in one UDP GSO send (UDP_SEGMENT):
+        the kernel then carries them through its stack (and any NAT) as one buffer and cuts them apart at
+        the end, which costs much less than one send per packet."""
         read, fd = os.read, self.tun_fd
-        for _ in range(MAX_BATCH):
-            try:
-                pkt = read(fd, READ_SIZE)
-            except BlockingIOError:
-                return
-            except OSError as e:
-                log.warning("TUN read failed: %s", e)
-                return
-            if len(pkt) < 20 or pkt[0] >> 4 != 4:
-                self.stats.drops["not-ipv4"] += 1
-                continue
-            self.stats.tun_packets += 1
-            out = self._route(pkt)
-            if out is None:
-                self.stats.drops["no-sa-for-flow"] += 1
-                continue
-            try:
-                esp = out.esp.encrypt(pkt)
-                if out.sock is not None:
-                    if not out.remote[1]:
-                        self.stats.drops["peer-port-unknown"] += 1
-                        continue
-                    out.sock.sendto(esp, out.remote)
-                elif self.raw is not None:
-                    self.raw.sendto(esp, (out.remote[0], 0))
+        gso: _GsoBatch | None = None
+        try:
+            for _ in range(MAX_BATCH):
+                try:
+                    pkt = read(fd, READ_SIZE)
+                except BlockingIOError:
+                    return
+                except OSError as e:
+                    log.warning("TUN read failed: %s", e)
+                    return
+                if len(pkt) < 20 or pkt[0] >> 4 != 4:
+                    self.stats.drops["not-ipv4"] += 1
+                    continue
+                self.stats.tun_packets += 1
+                out = self._route(pkt)
+                if out is None:
+                    self.stats.drops["no-sa-for-flow"] += 1
+                    continue
+                try:
+                    esp = out.esp.encrypt(pkt)
+                except EspError as e:
+                    self.stats.drops[e.kind] += 1
+                    continue
+                if out.sock is None:
+                    self._send_raw(out, esp)
+                elif not out.remote[1]:
+                    self.stats.drops["peer-port-unknown"] += 1
+                elif not self.gso_enabled:
+                    self._send(out.sock, [esp], out.remote)
+                elif gso is not None and gso.takes(out, esp):
+                    if gso.full:
+                        self._send_gso(gso)
+                        gso = None
                 else:
-                    self.stats.drops["no-raw-esp-socket"] += 1
-            except EspError as e:
-                self.stats.drops[e.kind] += 1
+                    if gso is not None:
+                        self._send_gso(gso)
+                    gso = _GsoBatch(out, esp)
+        finally:
+            if gso is not None:
+                self._send_gso(gso)
+
+    def _send_raw(self, out: Outbound, esp: bytes) -> None:
+        if self.raw is None:
+            self.stats.drops["no-raw-esp-socket"] += 1
+            return
+        try:
+            self.raw.sendto(esp, (out.remote[0], 0))
+        except OSError as e:
+            self.stats.drops["send-failed"] += 1
+            log.debug("ESP send to %s failed: %s", out.remote[0], e)
+
+    def _send(self, sock: socket.socket, packets: list[bytes], remote: tuple[str, int]) -> None:
+        for esp in packets:
+            try:
+                sock.sendto(esp, remote)
             except OSError as e:
                 self.stats.drops["send-failed"] += 1
-                log.debug("ESP send to %s failed: %s", out.remote, e)
+                log.debug("ESP send to %s failed: %s", remote, e)
+
+    def _send_gso(self, batch: _GsoBatch) -> None:
+        out = batch.out
+        assert out.sock is not None
+        if len(batch.packets) == 1:
+            self._send(out.sock, batch.packets, out.remote)
+            return
+        try:
+            out.sock.sendmsg([b"".join(batch.packets)], [(SOL_UDP, UDP_SEGMENT, _U16.pack(batch.size))], 0,
+                             out.remote)
+            self.stats.gso_sends += 1
+        except OSError as e:
+            if e.errno in (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
+                log.warning("UDP GSO refused (%s): sending one packet at a time from now on", e)
+                self.gso_enabled = False
+            self._send(out.sock, batch.packets, out.remote)
 
     # -- inbound: ESP → TUN ----------------------------------------------------------------------
 
@@ -272,7 +365,36 @@ class Datapath:
         self._alive.clear()
 
     def _udp_readable(self) -> None:
-        self._drain(self.udp, self._natt_datagram)
+        if self.gro:
+            self._drain_gro(self.udp, self._natt_datagram)
+        else:
+            self._drain(self.udp, self._natt_datagram)
+
+    def _drain_gro(self, sock: socket.socket, handle: Callable[[bytes, tuple[str, int]], None]) -> None:
+        """With UDP_GRO on, one read may hold several datagrams of `gso_size` bytes back to back (a peer's GSO
+        send arrives whole): each is handled on its own, as if read one by one."""
+        recvmsg = sock.recvmsg
+        try:
+            for _ in range(MAX_BATCH):
+                try:
+                    data, ancdata, _flags, addr = recvmsg(GRO_READ_SIZE, _GRO_CMSG_SPACE)
+                except BlockingIOError:
+                    return
+                except OSError as e:
+                    log.debug("UDP receive error: %s", e)
+                    return
+                size = 0
+                for level, kind, value in ancdata:
+                    if level == SOL_UDP and kind == UDP_GRO and len(value) >= 4:
+                        size = _I32.unpack_from(value)[0]
+                if 0 < size < len(data):
+                    self.stats.gro_reads += 1
+                    for at in range(0, len(data), size):
+                        handle(data[at : at + size], addr)
+                else:
+                    handle(data, addr)
+        finally:
+            self._note_alive()
 
     def _natt_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         kind, _ = classify_4500(data)

@@ -14,6 +14,7 @@ import asyncio_dgram
 
 from natt.ike.endpoint import IkeEndpoint
 from natt.ike.events import IkeEvent
+from natt_daemons.common.sockets import big_buffers
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class IkeDriver:
     async def listen(self, address: str, port: int) -> int:
         """An IKE-only port (500, or 0 for any): an asyncio-dgram stream read by its own task; the bound port."""
         stream = await asyncio_dgram.bind((address, port))
+        big_buffers(stream.socket)  # thousands of clients starting at once must not overflow UDP 500
         port = stream.sockname[1]
         pending: set[asyncio.Task[None]] = set()
 

@@ -11,7 +11,7 @@ IPPROTO_ESP = 50
 BUFFER_BYTES = 4 * 1024 * 1024
 
 
-def _big_buffers(sock: socket.socket) -> None:
+def big_buffers(sock: socket.socket) -> None:
     for force, plain in ((33, socket.SO_RCVBUF), (32, socket.SO_SNDBUF)):  # SO_RCVBUFFORCE, SO_SNDBUFFORCE
         try:
             sock.setsockopt(socket.SOL_SOCKET, force, BUFFER_BYTES)
@@ -24,7 +24,7 @@ def bind_udp(address: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        _big_buffers(sock)
+        big_buffers(sock)
         sock.bind((address, port))
     except OSError:
         sock.close()
@@ -36,7 +36,7 @@ def bind_udp(address: str, port: int) -> socket.socket:
 def raw_esp(address: str | None = None) -> socket.socket:
     """A non-blocking raw socket for ESP as IP protocol 50 (when no NAT is in the way)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_ESP)
-    _big_buffers(sock)
+    big_buffers(sock)
     sock.setblocking(False)
     if address is not None:
         sock.bind((address, 0))

@@ -197,6 +197,7 @@ class Concentrator:
             "sessions": len(self._sessions()),
             "refusals": dict(self.endpoint.stats),
             "datapath_drops": dict(self.datapath.stats.drops),
+            "datapath": self.datapath.counters(),
             "uptime": int(time.time() - self.started_wall),
         }
 

@@ -33,6 +33,7 @@ whose hashlib sits on the slower system OpenSSL 3.0 here).
 
 from __future__ import annotations
 
+import functools
 import struct
 from hmac import compare_digest
 
@@ -47,7 +48,6 @@ from natt.errors import (
     EspAuthFailed,
     EspBadPadding,
     EspError,
-    EspReplay,
     EspSequenceOverflow,
     EspTruncated,
 )
@@ -63,13 +63,12 @@ except ImportError:  # cryptography before 43 has it only in the main namespace
 __all__ = ["ESP_HEADER_LEN", "EspSA", "peek_spi"]
 
 ESP_HEADER_LEN = 8  # SPI + sequence number
+_IPV4 = 4  # next header of a tunnelled IPv4 packet
 _HEADER = struct.Struct(">II")
 _SPI = _SEQ = struct.Struct(">I")
 _MAX_SEQ = 0xFFFFFFFF  # no ESN: the counter must not cycle (RFC 4303 3.3.3)
 # RFC 4303 2.4: padding bytes are 1, 2, 3, ...; _PADS[n] is the padding of length n.
 _PADS: tuple[bytes, ...] = tuple(bytes(range(1, n + 1)) for n in range(256))
-# The counters an SA can raise (EspUnknownSpi belongs to the demux, which has no SA).
-_ERROR_KINDS = (EspTruncated, EspReplay, EspAuthFailed, EspBadPadding, EspSequenceOverflow)
 
 _HMAC_HASHES: dict[int, type[hashes.HashAlgorithm]] = {
     AuthAlgorithm.HMAC_MD5: hashes.MD5,
@@ -86,11 +85,12 @@ def peek_spi(packet: bytes) -> int:
     return spi
 
 
+@functools.lru_cache(maxsize=64)
 def _trailer_table(align: int, next_header: int) -> tuple[bytes, ...]:
     """Padding + Pad Length + Next Header, indexed by len(payload) % align.
 
-    The trailer depends on nothing else, so each engine builds the table once per next
-    header value and the data path only indexes it.
+    The trailer depends on nothing else, so one table per (alignment, next header) is shared
+    by every SA (thousands on a concentrator) and the data path only indexes it.
     """
     if not 0 <= next_header <= 255:
         raise CryptoError(f"next header {next_header} does not fit a byte")
@@ -119,13 +119,13 @@ class _GcmEngine:
     def __init__(self, transform: EspTransform, enc_key: bytes) -> None:
         self._aead = AESGCM(enc_key[:-GCM_SALT_LEN])
         self._salt = enc_key[-GCM_SALT_LEN:]
-        self._trailers: dict[int, tuple[bytes, ...]] = {}
+        self._trailers = _trailer_table(4, _IPV4)  # tunnel mode: the next header is almost always IPv4
         # Header, IV, the 4 aligned bytes holding at least pad length + next header, tag.
         self.min_len = ESP_HEADER_LEN + 8 + 4 + 16
         self.forced_iv: bytes | None = None  # tests only: see EspSA._next_iv
 
     def seal(self, spi: int, seq: int, inner: bytes, next_header: int) -> bytes:
-        table = self._trailers.get(next_header) or self._add_trailers(next_header)
+        table = self._trailers if next_header == _IPV4 else _trailer_table(4, next_header)
         head = _HEADER.pack(spi, seq)
         # RFC 4106 3.1: the IV must never repeat under a key; the sequence number, which
         # the SA refuses to wrap, is a counter that does not.
@@ -148,10 +148,6 @@ class _GcmEngine:
         if end < 0 or plain[end : end + pad_len] != _PADS[pad_len]:
             raise _bad_padding(plain, 0)
         return plain[-1], plain[:end]
-
-    def _add_trailers(self, next_header: int) -> tuple[bytes, ...]:
-        table = self._trailers[next_header] = _trailer_table(4, next_header)
-        return table
 
     def _take_forced_iv(self) -> bytes:
         iv, self.forced_iv = self.forced_iv, None
@@ -197,14 +193,14 @@ class _CbcEngine:
             raise CryptoError(f"{transform.name}: CBC without an HMAC is not supported")
         # Keyed once; each packet copies it (cheaper than a one-shot HMAC: see the top).
         self._mac = crypto_hmac.HMAC(auth_key, _HMAC_HASHES[transform.auth]())
-        self._trailers: dict[int, tuple[bytes, ...]] = {}
+        self._trailers = _trailer_table(self._block, _IPV4)
         # Header, IV, one block holding at least pad length + next header, ICV.
         self.min_len = ESP_HEADER_LEN + 2 * self._block + self._icv_len
         self.forced_iv: bytes | None = None  # tests only: see EspSA._next_iv
 
     def seal(self, spi: int, seq: int, inner: bytes, next_header: int) -> bytes:
         block = self._block
-        table = self._trailers.get(next_header) or self._add_trailers(next_header)
+        table = self._trailers if next_header == _IPV4 else _trailer_table(block, next_header)
         trailer = table[len(inner) % block]
         if self.forced_iv is None:
             # The counter block's ciphertext becomes the IV (see the class docstring).
@@ -232,10 +228,6 @@ class _CbcEngine:
         if end < block or plain[end : end + pad_len] != _PADS[pad_len]:
             raise _bad_padding(plain, block)
         return plain[-1], plain[block:end]
-
-    def _add_trailers(self, next_header: int) -> tuple[bytes, ...]:
-        table = self._trailers[next_header] = _trailer_table(self._block, next_header)
-        return table
 
     def _seal_forced_iv(self, data: bytes) -> bytes:
         # Tests only (known-answer vectors fix the IV): a one-off context, leaving the
@@ -284,7 +276,7 @@ class EspSA:
         self.packets = 0
         self.bytes = 0
         self.seq = 0
-        self.errors: dict[str, int] = {kind.kind: 0 for kind in _ERROR_KINDS}
+        self.errors: dict[str, int] = {}  # filled on the first error of each kind (most SAs never see one)
         self._replay = ReplayWindow(replay_window)
         enc_key, auth_key = bytes(keymat[: transform.enc_key_len]), bytes(keymat[transform.enc_key_len :])
         self._engine: _GcmEngine | _CbcEngine = (
@@ -319,7 +311,7 @@ class EspSA:
         seq = self.seq
         if seq >= _MAX_SEQ:
             # RFC 4303 3.3.3: without ESN the SA must be rekeyed before the counter cycles.
-            self.errors[EspSequenceOverflow.kind] += 1
+            self.errors[EspSequenceOverflow.kind] = self.errors.get(EspSequenceOverflow.kind, 0) + 1
             raise EspSequenceOverflow(f"SPI 0x{self.spi:08x} has sent 2^32-1 packets: rekey")
         packet = self._engine.seal(self.spi, seq + 1, inner, next_header)
         self.seq = seq + 1

@@ -52,7 +52,7 @@ from natt.wire.payloads import Notify, Payload
 
 ZERO_COOKIE = bytes(8)
 HALF_OPEN_TIMEOUT = 30.0
-MAX_REPLY_CACHE = 8
+MAX_REPLY_CACHE = 4  # a peer retransmits its latest request(s); two Quick Modes may overlap
 
 
 class IkeEndpoint:

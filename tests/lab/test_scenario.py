@@ -5,6 +5,7 @@ Real daemons as processes in fresh namespaces, real sockets, real nftables, real
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 from natt_daemons.common.control import call
 from natt_daemons.lab import procs, scenario
 from natt_daemons.lab.scenario import Scenario
-from natt_daemons.lab.topology import ADDR, CLIENT1, CLIENT2, PAT, Lab
+from natt_daemons.lab.topology import ADDR, CLIENT1, CLIENT2, PAT, SERVER, Lab
 from tests.capture import capture, fields, problems, verbose
 
 pytestmark = [
@@ -180,3 +181,20 @@ def test_lab_up_and_down_leave_nothing(tmp_path: Path) -> None:
         assert _gone(pid), f"process {pid} survived lab-down"
     again = subprocess.run([natt_lab, "down", "--prefix", prefix], capture_output=True, text=True, timeout=60)
     assert again.returncode == 0, "lab-down is safe to run twice"
+
+
+def test_bulk_traffic_uses_udp_gso_and_gro(sc: Scenario) -> None:
+    """A TCP stream through the tunnel: the client's ESP leaves in UDP GSO sends and the concentrator reads
+    them with UDP GRO, several datagrams per call (and iperf3 sees its data arrive)."""
+    srv = procs.start(sc.lab, SERVER, ["iperf3", "-s", "-1"], sc.run_dir / "iperf3-s.log", name="iperf3-s")
+    try:
+        time.sleep(0.5)
+        out = sc.lab.run(CLIENT1, ["iperf3", "-c", ADDR.server, "-t", "2", "-J"], timeout=30)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        received = json.loads(out.stdout)["end"]["sum_received"]["bytes"]
+        assert received > 1_000_000
+    finally:
+        srv.stop(5.0)
+    client, conc = sc.status("client1")["datapath"], call(sc.socket("concentrator"), "status")["datapath"]
+    assert client["gso"] and client["gso_sends"] > 0, client
+    assert conc["gro"] and conc["gro_reads"] > 0, conc
