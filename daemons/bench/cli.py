@@ -43,7 +43,7 @@ def main() -> None:
 @click.option("--duration", default=10.0, show_default=True, type=click.FloatRange(min=1),
               help="seconds of each iperf3 run (one TCP, one UDP per configuration and suite)")
 @click.option("--udp-rate", default="300M", show_default=True, help="UDP rate offered (iperf3 -b)")
-@click.option("--udp-len", default=1300, show_default=True, type=click.IntRange(64, 1400),
+@click.option("--udp-len", default=1200, show_default=True, type=click.IntRange(64, 1400),
               help="UDP datagram payload (iperf3 -l); vpnc's TUN MTU is 1300, so only ≤ 1272 avoids fragments there")
 @click.option("--only", multiple=True, metavar="NAME[:SUITE]",
               help="configurations to run (repeatable): plain, forwarder, vpnc-strongswan, natt, vpnc-natt, "
