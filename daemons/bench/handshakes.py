@@ -12,15 +12,18 @@ import contextlib
 import json
 import os
 import re
+import resource
 import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from natt_daemons.bench.procstat import cpu_seconds, rss_kib
 from natt_daemons.common.control import call
 from natt_daemons.lab import procs, scenario
 from natt_daemons.lab import strongswan as sw
@@ -44,19 +47,16 @@ class Plan:
     max_ramp: float = 600.0  # seconds; a target slower than this reports how far it got
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+def _workers(count: int) -> int:
+    """Generator processes needed: each simulated client holds two sockets, and a process may have only
+    RLIMIT_NOFILE's hard limit of descriptors (a container may not raise it)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY:
+        return 1
+    return max(1, -(-(2 * count) // max(64, hard - 512)))
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _generator(lab: Lab, run: Path, plan: Plan, target: str) -> procs.Proc:
+def _generator(lab: Lab, run: Path, plan: Plan, name: str, count: int, concurrency: int) -> procs.Proc:
     (run / "bench.psk").write_text(PSK)
     (run / "bench.pw").write_text(LAB_USERS[USER])
     for f in ("bench.psk", "bench.pw"):
@@ -64,38 +64,70 @@ def _generator(lab: Lab, run: Path, plan: Plan, target: str) -> procs.Proc:
     argv = [sys.executable, "-m", "natt_daemons.bench.loadgen", "--peer", ADDR.conc_public, "--local", ADDR.client1,
             "--group", GROUP, "--psk-file", str(run / "bench.psk"), "--user", USER,
             "--password-file", str(run / "bench.pw"), "--phase1", plan.phase1, "--phase2", plan.phase2,
-            "--count", str(plan.count), "--concurrency", str(plan.concurrency), "--hold", str(plan.hold),
-            "--keepalive", str(plan.keepalive), "--dpd", str(plan.dpd), "--target", target,
+            "--count", str(count), "--concurrency", str(concurrency), "--hold", str(plan.hold),
+            "--keepalive", str(plan.keepalive), "--dpd", str(plan.dpd), "--target", name,
             "--max-ramp", str(plan.max_ramp),
-            "--out", str(run / f"loadgen-{target}.json"), "--ramp-done", str(run / f"ramp-{target}.json")]
-    return procs.start(lab, CLIENT1, argv, run / f"loadgen-{target}.log", name=f"loadgen-{target}")
+            "--out", str(run / f"loadgen-{name}.json"), "--ramp-done", str(run / f"ramp-{name}.json")]
+    return procs.start(lab, CLIENT1, argv, run / f"loadgen-{name}.log", name=f"loadgen-{name}")
+
+
+def _merge(target: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from several generator processes (sums, and percentiles over all set-up times)."""
+    times = sorted(t for p in parts for t in p.pop("setup_times"))
+
+    def pct(q: float) -> float | None:
+        return times[min(len(times) - 1, int(q * len(times)))] if times else None
+
+    failures: Counter[str] = Counter()
+    lost: Counter[str] = Counter()
+    for p in parts:
+        failures.update(p["failures"])
+        lost.update(p["lost_reasons"])
+    established = sum(p["established"] for p in parts)
+    wall = max(p["ramp_wall_s"] for p in parts)
+    return {
+        "target": target, "generators": len(parts),
+        "clients": sum(p["clients"] for p in parts), "attempted": sum(p["attempted"] for p in parts),
+        "established": established, "setups_per_second": round(established / wall, 1) if wall else 0.0,
+        "setup_p50_s": pct(0.50), "setup_p99_s": pct(0.99), "failures": dict(failures), "ramp_wall_s": wall,
+        "hold_s": parts[0]["hold_s"], "lost_during_hold": sum(p["lost_during_hold"] for p in parts),
+        "lost_reasons": dict(lost), "generator_cpu_s_ramp": round(sum(p["generator_cpu_s_ramp"] for p in parts), 2),
+        "generator_retransmits": sum(p["generator_retransmits"] for p in parts),
+    }
 
 
 def _drive(lab: Lab, run: Path, plan: Plan, target: str, pid: int,
            sessions: Any) -> dict[str, Any]:
-    """Run the generator against the concentrator `pid`; `sessions()` counts its sessions."""
-    rss0, cpu0 = rss_kib(pid), cpu_seconds(pid)
-    gen = _generator(lab, run, plan, target)
-    ramp_file, out_file = run / f"ramp-{target}.json", run / f"loadgen-{target}.json"
-    budget = 180 + plan.max_ramp + plan.hold
-    deadline = time.monotonic() + budget
+    """Run the generator(s) against the concentrator `pid`; `sessions()` counts its sessions."""
+    rss0, cpu0 = rss_kib(pid) or 0, cpu_seconds(pid) or 0.0
+    n = _workers(plan.count)
+    names = [f"{target}-{i}" for i in range(n)]
+    gens = [_generator(lab, run, plan, name, plan.count // n + (i < plan.count % n),
+                       max(1, plan.concurrency // n)) for i, name in enumerate(names)]
+    deadline = time.monotonic() + 180 + plan.max_ramp + plan.hold
     try:
-        while not ramp_file.exists():
-            if not gen.alive or time.monotonic() > deadline:
-                raise RuntimeError(f"load generator stopped before the ramp ended:\n{gen.log()[-3000:]}")
-            _relay(gen)
+        while not all((run / f"ramp-{name}.json").exists() for name in names):
+            if not all(g.alive for g in gens) or time.monotonic() > deadline:
+                logs = "\n".join(g.log()[-2000:] for g in gens)
+                raise RuntimeError(f"a load generator stopped before the ramp ended:\n{logs}")
+            _relay(gens[0])
             time.sleep(0.5)
-        up_rss, up_cpu = rss_kib(pid), cpu_seconds(pid)
+        up_rss, up_cpu = rss_kib(pid) or 0, cpu_seconds(pid) or 0.0
         counted = sessions()
-        while gen.alive and time.monotonic() < deadline:
-            _relay(gen)
+        while any(g.alive for g in gens) and time.monotonic() < deadline:
+            _relay(gens[0])
             time.sleep(0.5)
-        _relay(gen)
-        if not out_file.exists():
-            raise RuntimeError(f"load generator gave no result:\n{gen.log()[-3000:]}")
-        result: dict[str, Any] = json.loads(out_file.read_text())
+        _relay(gens[0])
+        parts = []
+        for name, g in zip(names, gens, strict=True):
+            out = run / f"loadgen-{name}.json"
+            if not out.exists():
+                raise RuntimeError(f"load generator {name} gave no result:\n{g.log()[-3000:]}")
+            parts.append(json.loads(out.read_text()))
     finally:
-        gen.stop(15.0)
+        for g in gens:
+            g.stop(15.0)
+    result = _merge(target, parts)
     up = result["established"]
     result["concentrator_sessions_counted"] = counted
     result["concentrator_rss_kib_before"] = rss0

@@ -96,6 +96,7 @@ class Result:
             "lost_reasons": dict(self.lost_reasons),
             "generator_cpu_s_ramp": round(self.generator_cpu_ramp, 2),
             "generator_retransmits": self.retransmits,
+            "setup_times": [round(t, 4) for t in times],  # for merging several generators' percentiles
         }
 
 

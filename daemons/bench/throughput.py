@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from natt_daemons.bench import report
+from natt_daemons.bench.procstat import cpu_seconds
 from natt_daemons.bench.report import IperfRun, Result
 from natt_daemons.lab import procs
 from natt_daemons.lab import strongswan as sw
@@ -235,16 +236,6 @@ def select(only: tuple[str, ...]) -> list[tuple[Config, str]]:
 
 
 # -- measuring ---------------------------------------------------------------------------------------------
-
-def cpu_seconds(pid: int) -> float | None:
-    """utime + stime (fields 14 and 15 of /proc/<pid>/stat) of a process, all its threads, in seconds."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()  # fields[0] is field 3 (state)
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
 
 def iperf3(lab: Lab, args: list[str], duration: float, daemons: dict[str, Proc]) -> tuple[dict[str, Any], dict]:
     """Run iperf3 in client1 against the server; returns (its JSON, CPU seconds per daemon meanwhile)."""
