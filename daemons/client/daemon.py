@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from natt.esp.transforms import make_transform
@@ -42,7 +43,8 @@ class Client:
         self.events = IkeLogger(role="client", capacity=settings.log_capacity, reveal_secrets=settings.log_secrets)
         self.local = source_address_for(settings.profile.peer)
         self.ike_port = settings.ike_port
-        self._net_tasks: set[asyncio.Task[None]] = set()
+        self._net_tasks: set[asyncio.Future[None]] = set()
+        self._net_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
         self.endpoint = IkeEndpoint(self.local)
         self.driver: IkeDriver | None = None
         self.datapath: Datapath | None = None
@@ -98,6 +100,7 @@ class Client:
             self.driver.close()
         if self.tun is not None:
             self.tun.close()
+        self._net_pool.shutdown(wait=False)
 
     def reload(self) -> None:
         try:
@@ -130,7 +133,7 @@ class Client:
         if self.sa_id is not None and self.driver is not None:
             self.endpoint.delete_sa(self.sa_id, self.driver.now(), reason)
             self.driver.flush()
-        self._in_background(asyncio.to_thread(self._teardown_network))
+        self._release_network()
         self.sa_id = None
         self.state = "disconnected"
 
@@ -148,7 +151,8 @@ class Client:
             self.assigned = event
             if sa is not None and sa.cisco_udp_port is not None:
                 self._open_ipsec_over_udp(sa.cisco_udp_port)
-            self._in_background(asyncio.to_thread(self._setup_network, event))
+            self.routes = []
+            self._in_background(self._setup_network, event, self.routes)
         elif isinstance(event, ChildSaUp) and sa is not None:
             dp.install(event, sa.peer)
             if self.state != "connected":
@@ -160,7 +164,7 @@ class Client:
             dp.remove(event.inbound_spi)
         elif isinstance(event, IkeSaDown) and event.sa_id == self.sa_id:
             self.last_error = event.reason
-            self._in_background(asyncio.to_thread(self._teardown_network))
+            self._release_network()
             self.sa_id = None
             self.state = "disconnected"
             if self.want_connected and self.settings.reconnect and "XAUTH" not in event.reason:
@@ -179,11 +183,24 @@ class Client:
         self.datapath.add_cisco_udp(port, sock, asyncio.get_running_loop())
         self.driver.attach(port, sock)  # the core's keepalives for this port leave by it
 
-    def _in_background(self, coro) -> None:
-        """Netlink work runs off the loop's thread (see tun.py); keep a reference until it ends."""
-        task = asyncio.ensure_future(coro)
-        self._net_tasks.add(task)
-        task.add_done_callback(self._net_tasks.discard)
+    def _in_background(self, fn: Callable[..., None], *args: object) -> None:
+        """Netlink work runs off the loop's thread (see tun.py), on ONE worker so that it happens in the order
+        it was asked for: a reconnect's set-up never runs before (or under) the previous tear-down."""
+        fut = asyncio.get_running_loop().run_in_executor(self._net_pool, fn, *args)
+        self._net_tasks.add(fut)
+        fut.add_done_callback(self._net_done)
+
+    def _net_done(self, fut: asyncio.Future[None]) -> None:
+        self._net_tasks.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("network set-up failed: %s", fut.exception())
+
+    def _release_network(self) -> None:
+        """Hand this connection's address and routes to a tear-down; the next connection starts afresh."""
+        routes, assigned = self.routes, self.assigned
+        self.routes, self.assigned = [], None
+        if routes or assigned is not None:
+            self._in_background(self._teardown_network, routes, assigned)
 
     def _schedule_reconnect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -197,7 +214,7 @@ class Client:
 
     # -- the virtual adapter and routes ---------------------------------------------------------------
 
-    def _setup_network(self, cfg: ModeConfigDone) -> None:
+    def _setup_network(self, cfg: ModeConfigDone, routes: list[tuple[str, dict[str, str]]]) -> None:
         assert self.tun
         peer = self.settings.profile.peer
         add_address(self.tun.name, cfg.address, 32)
@@ -205,24 +222,22 @@ class Client:
         if gw is not None:
             # Keep IKE and ESP to the concentrator on the physical path once everything else is tunnelled.
             add_route(f"{peer}/32", gateway=gw[0], dev=gw[1])
-            self.routes.append((f"{peer}/32", {"dev": gw[1]}))
+            routes.append((f"{peer}/32", {"dev": gw[1]}))
         nets = list(cfg.split_networks) or ["0.0.0.0/1", "128.0.0.0/1"]
         for net in nets:
             add_route(net, dev=self.tun.name)
-            self.routes.append((net, {"dev": self.tun.name}))
+            routes.append((net, {"dev": self.tun.name}))
 
-    def _teardown_network(self) -> None:
-        for dst, kw in reversed(self.routes):
+    def _teardown_network(self, routes: list[tuple[str, dict[str, str]]], assigned: ModeConfigDone | None) -> None:
+        for dst, kw in reversed(routes):
             del_route(dst, **kw)
-        self.routes = []
-        if self.tun is not None and self.assigned is not None:
+        if self.tun is not None and assigned is not None:
             with contextlib.suppress(Exception):
                 from pyroute2 import IPRoute
 
                 with IPRoute() as ipr:
                     idx = ipr.link_lookup(ifname=self.tun.name)[0]
-                    ipr.addr("del", index=idx, address=self.assigned.address, prefixlen=32)
-        self.assigned = None
+                    ipr.addr("del", index=idx, address=assigned.address, prefixlen=32)
 
     # -- status and diagnosis ---------------------------------------------------------------------
 

@@ -198,3 +198,20 @@ def test_bulk_traffic_uses_udp_gso_and_gro(sc: Scenario) -> None:
     client, conc = sc.status("client1")["datapath"], call(sc.socket("concentrator"), "status")["datapath"]
     assert client["gso"] and client["gso_sends"] > 0, client
     assert conc["gro"] and conc["gro_reads"] > 0, conc
+
+
+def test_quick_reconnects_keep_the_address_and_routes(sc: Scenario) -> None:
+    """Disconnect then connect at once, several times: the old connection's tear-down must never undo the new
+    one's address or routes (netlink work runs in order, on one worker)."""
+    for _ in range(4):
+        call(sc.socket("client2"), "disconnect")
+        call(sc.socket("client2"), "connect")
+        st = sc.wait_connected("client2")
+        procs.wait_for(lambda: sc.status("client2")["routes"], 10, 0.1, "client2 routes")
+        time.sleep(0.3)  # any late tear-down would have run by now
+        st = sc.status("client2")
+        addrs = sc.lab.run(CLIENT2, ["ip", "-4", "-o", "addr", "show", "dev", "natt-vpn0"]).stdout
+        assert f"inet {st['assigned_address']}/32" in addrs, addrs
+        routes = sc.lab.run(CLIENT2, ["ip", "-4", "route", "show", "dev", "natt-vpn0"]).stdout
+        assert "0.0.0.0/1" in routes and "128.0.0.0/1" in routes, routes
+        assert sc.ping(CLIENT2, ADDR.server)
