@@ -204,14 +204,14 @@ def test_quick_reconnects_keep_the_address_and_routes(sc: Scenario) -> None:
     """Disconnect then connect at once, several times: the old connection's tear-down must never undo the new
     one's address or routes (netlink work runs in order, on one worker)."""
     for _ in range(4):
-        call(sc.socket("client2"), "disconnect")
-        call(sc.socket("client2"), "connect")
-        st = sc.wait_connected("client2")
-        procs.wait_for(lambda: sc.status("client2")["routes"], 10, 0.1, "client2 routes")
+        call(sc.socket("client1"), "disconnect")
+        call(sc.socket("client1"), "connect")
+        st = sc.wait_connected("client1")
+        procs.wait_for(lambda: sc.status("client1")["routes"], 10, 0.1, "client1 routes")
         time.sleep(0.3)  # any late tear-down would have run by now
-        st = sc.status("client2")
-        addrs = sc.lab.run(CLIENT2, ["ip", "-4", "-o", "addr", "show", "dev", "natt-vpn0"]).stdout
+        st = sc.status("client1")
+        addrs = sc.lab.run(CLIENT1, ["ip", "-4", "-o", "addr", "show", "dev", "natt-vpn0"]).stdout
         assert f"inet {st['assigned_address']}/32" in addrs, addrs
-        routes = sc.lab.run(CLIENT2, ["ip", "-4", "route", "show", "dev", "natt-vpn0"]).stdout
+        routes = sc.lab.run(CLIENT1, ["ip", "-4", "route", "show", "dev", "natt-vpn0"]).stdout
         assert "0.0.0.0/1" in routes and "128.0.0.0/1" in routes, routes
-        assert sc.ping(CLIENT2, ADDR.server)
+        assert sc.ping(CLIENT1, ADDR.server)
