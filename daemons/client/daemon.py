@@ -318,11 +318,8 @@ class Client:
     async def _cmd_log(self, args: dict[str, Any]) -> Any:
         return self.events.query(args)
 
-    async def _stream_log(self, args: dict[str, Any]) -> AsyncIterator[Any]:
-        for item in self.events.query(args):
-            yield item
-        async for item in follow(self.events, args):
-            yield item
+    def _stream_log(self, args: dict[str, Any]) -> AsyncIterator[Any]:
+        return follow(self.events, args)
 
 
 def serve(config: str, password: str | None = None) -> int:

@@ -16,6 +16,11 @@ MAX_BACKLOG = 10000  # a slow reader loses its stream rather than the daemon its
 
 
 async def follow(logger: IkeLogger, args: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    """The entries `args` selects that are in the log now, then each new one as it is logged.
+
+    The listener is in place before the log is read, with no await in between, so an entry logged while the
+    history is being sent is neither lost nor sent twice.
+    """
     queue: asyncio.Queue[LogEntry] = asyncio.Queue(MAX_BACKLOG)
     overflow = asyncio.Event()
 
@@ -28,6 +33,8 @@ async def follow(logger: IkeLogger, args: dict[str, Any]) -> AsyncIterator[dict[
 
     unsubscribe = logger.log.subscribe(push)
     try:
+        for item in logger.query(args):
+            yield item
         while not overflow.is_set():
             entry = await queue.get()
             yield logger.as_item(entry)

@@ -183,11 +183,8 @@ class Concentrator:
     async def _cmd_log(self, args: dict[str, Any]) -> Any:
         return self.events.query(args)
 
-    async def _stream_log(self, args: dict[str, Any]) -> AsyncIterator[Any]:
-        for item in self.events.query(args):
-            yield item
-        async for item in follow(self.events, args):
-            yield item
+    def _stream_log(self, args: dict[str, Any]) -> AsyncIterator[Any]:
+        return follow(self.events, args)
 
     async def _cmd_status(self, args: dict[str, Any]) -> Any:
         assert self.datapath
