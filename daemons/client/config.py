@@ -25,6 +25,7 @@ class ClientSettings:
     ike_port: int = 500
     log_capacity: int = 5000
     log_secrets: bool = False
+    tun_offload: bool = True
 
 
 def _port(value: int, where: str) -> int:
@@ -99,6 +100,7 @@ def load(path: str | Path, password: str | None = None) -> ClientSettings:
         name=name,
         profile=profile,
         tun=optional(c, "tun", str, "natt-vpn0", where),
+        tun_offload=optional(c, "tun_offload", bool, True, where),
         control_socket=optional(c, "control_socket", str, f"/run/natt/client-{name}.sock", where),
         autoconnect=optional(c, "autoconnect", bool, True, where),
         reconnect=optional(c, "reconnect", bool, True, where),

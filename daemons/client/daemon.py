@@ -66,14 +66,15 @@ class Client:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.tun = await asyncio.to_thread(open_tun, self.settings.tun)
+        self.tun = await asyncio.to_thread(open_tun, self.settings.tun, vnet_hdr=self.settings.tun_offload)
         self.driver = IkeDriver(self.endpoint, self._on_event)
         self.ike_port = await self.driver.listen(self.local, self.settings.ike_port)
         udp = bind_udp(self.local, self.endpoint.natt_port)
         self.driver.attach(self.endpoint.natt_port, udp)
         raw = raw_esp()
         self.datapath = Datapath(self.tun.fd, udp, raw, on_ike=self.driver.feed,
-                                 on_inbound=lambda sa_id: self.endpoint.note_inbound_traffic(sa_id, loop.time()))
+                                 on_inbound=lambda sa_id: self.endpoint.note_inbound_traffic(sa_id, loop.time()),
+                                 vnet_hdr=self.tun.vnet_hdr)
         self.datapath.start(loop)
         for name, handler in (("connect", self._cmd_connect), ("disconnect", self._cmd_disconnect),
                               ("status", self._cmd_status), ("log", self._cmd_log)):

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from natt.errors import EspError
+from natt.esp.gro import VNET_HDR_LEN, TcpCoalescer
 from natt.esp.sa import EspSA, peek_spi
 from natt.esp.transforms import make_transform
 from natt.esp.udpencap import DatagramKind, classify_4500, classify_cisco_udp
@@ -44,28 +45,35 @@ _I32 = struct.Struct("=i")
 _GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
 
 
-@dataclass
+def _selector(text: str) -> tuple[int, int, int]:
+    """A selector as (network, netmask, prefix length) integers, for the per-packet check."""
+    net = ipaddress.IPv4Network(text)
+    return int(net.network_address), int(net.netmask), net.prefixlen
+
+
+@dataclass(slots=True, eq=False)  # identity: the tables look SAs up by object
 class Outbound:
     esp: EspSA
     sa_id: int
     inbound_spi: int
     remote: tuple[str, int]  # port 0: not known yet (IPsec over UDP learns it from the peer)
     sock: socket.socket | None  # the UDP socket ESP leaves by; None = raw IP protocol 50
-    local_net: ipaddress.IPv4Network
-    remote_net: ipaddress.IPv4Network
-    # The selectors as integers for the per-packet check (RFC 4301 5.2): address & mask == net.
-    lnet: int = 0
-    lmask: int = 0
-    rnet: int = 0
-    rmask: int = 0
-
-    def __post_init__(self) -> None:
-        self.lnet, self.lmask = int(self.local_net.network_address), int(self.local_net.netmask)
-        self.rnet, self.rmask = int(self.remote_net.network_address), int(self.remote_net.netmask)
+    # The selectors as integers (RFC 4301 5.2: address & mask == net), ten thousand sessions' worth of
+    # ipaddress objects being a memory cost of their own.
+    lnet: int
+    lmask: int
+    lplen: int
+    rnet: int
+    rmask: int
+    rplen: int
 
     @property
     def udp(self) -> bool:
         return self.sock is not None
+
+    @property
+    def selectors(self) -> tuple[int, int, int, int]:
+        return self.lnet, self.lplen, self.rnet, self.rplen
 
 
 class _GsoBatch:
@@ -91,7 +99,7 @@ class _GsoBatch:
         return len(self.packets) >= GSO_MAX_SEGMENTS or len(self.packets[-1]) != self.size
 
 
-@dataclass
+@dataclass(slots=True, eq=False)
 class Inbound:
     esp: EspSA
     sa_id: int
@@ -117,8 +125,12 @@ class Datapath:
         on_first_data: Callable[[Inbound], None] | None = None,
         on_inbound: Callable[[int], None] | None = None,
         cisco_udp: dict[int, socket.socket] | None = None,
+        vnet_hdr: bool = False,
     ) -> None:
         self.tun_fd = tun_fd
+        # A vnet-header TUN (tun.open_tun(vnet_hdr=True)): TCP segments decrypted back to back go to the
+        # kernel as one GSO packet (natt.esp.gro); every read and write carries the 10-byte header.
+        self._gro: TcpCoalescer | None = TcpCoalescer() if vnet_hdr else None
         self.udp = udp
         self.udp_port = udp.getsockname()[1]
         self.cisco_udp: dict[int, socket.socket] = dict(cisco_udp or {})
@@ -154,10 +166,9 @@ class Datapath:
                 raise ValueError(f"no UDP socket on port {up.local_port} for SA 0x{up.inbound_spi:08x}")
         out = Outbound(EspSA(up.outbound_spi, t, up.keymat_out, outbound=True), up.sa_id, up.inbound_spi,
                        (peer, up.remote_port if up.udp_encap else 0), sock,
-                       ipaddress.IPv4Network(up.local_selector), ipaddress.IPv4Network(up.remote_selector))
+                       *_selector(up.local_selector), *_selector(up.remote_selector))
         # The newest SA for a selector pair wins (a rekey); the old one stays for inbound until deleted.
-        same = (out.local_net, out.remote_net, out.sa_id)
-        for old in [o for o in self._by_sa.get(up.sa_id, ()) if (o.local_net, o.remote_net, o.sa_id) == same]:
+        for old in [o for o in self._by_sa.get(up.sa_id, ()) if o.selectors == out.selectors]:
             self._unroute(old)
         self._route_add(out)
         entry = Inbound(EspSA(up.inbound_spi, t, up.keymat_in, outbound=False), up.sa_id, out)
@@ -182,22 +193,21 @@ class Datapath:
         return [o for group in self._by_sa.values() for o in group]
 
     def _route_add(self, out: Outbound) -> None:
-        if out.remote_net.prefixlen == 32:
-            self._hosts.setdefault(int(out.remote_net.network_address), []).insert(0, out)
+        if out.rplen == 32:
+            self._hosts.setdefault(out.rnet, []).insert(0, out)
         else:
             self._wide.append(out)
-            self._wide.sort(key=lambda o: (o.remote_net.prefixlen, o.local_net.prefixlen), reverse=True)
+            self._wide.sort(key=lambda o: (o.rplen, o.lplen), reverse=True)
         self._by_sa.setdefault(out.sa_id, []).append(out)
         self._flows.clear()
 
     def _unroute(self, out: Outbound) -> None:
-        if out.remote_net.prefixlen == 32:
-            key = int(out.remote_net.network_address)
-            group = self._hosts.get(key, [])
+        if out.rplen == 32:
+            group = self._hosts.get(out.rnet, [])
             if out in group:
                 group.remove(out)
                 if not group:
-                    del self._hosts[key]
+                    del self._hosts[out.rnet]
         elif out in self._wide:
             self._wide.remove(out)
         mine = self._by_sa.get(out.sa_id, [])
@@ -219,9 +229,11 @@ class Datapath:
 
     def counters(self) -> dict[str, int]:
         """How the data path moved packets: TUN reads, UDP GSO sends, UDP GRO reads (several datagrams each)."""
-        s = self.stats
+        s, tun_gro = self.stats, self._gro
         return {"tun_packets": s.tun_packets, "gso_sends": s.gso_sends, "gro_reads": s.gro_reads,
-                "gso": int(self.gso_enabled), "gro": int(self.gro)}
+                "gso": int(self.gso_enabled), "gro": int(self.gro), "tun_offload": int(tun_gro is not None),
+                "tun_gso_writes": tun_gro.merged_writes if tun_gro else 0,
+                "tun_gso_segments": tun_gro.merged_segments if tun_gro else 0}
 
     def children(self, sa_id: int) -> list[Inbound]:
         return list(self._in_by_sa.get(sa_id, {}).values())
@@ -251,11 +263,10 @@ class Datapath:
             return self._flows[key]
         except KeyError:
             pass
-        src = ipaddress.IPv4Address(key[:4])
-        dst = ipaddress.IPv4Address(key[4:])
-        found = next((o for o in self._hosts.get(int(dst), ()) if src in o.local_net), None)
+        src, dst = _ADDRS.unpack(key)
+        found = next((o for o in self._hosts.get(dst, ()) if src & o.lmask == o.lnet), None)
         if found is None:
-            found = next((o for o in self._wide if dst in o.remote_net and src in o.local_net), None)
+            found = next((o for o in self._wide if dst & o.rmask == o.rnet and src & o.lmask == o.lnet), None)
         if len(self._flows) > 65536:
             self._flows.clear()
         self._flows[key] = found
@@ -266,6 +277,7 @@ class Datapath:
         the kernel then carries them through its stack (and any NAT) as one buffer and cuts them apart at
         the end, which costs much less than one send per packet."""
         read, fd = os.read, self.tun_fd
+        vnet = self._gro is not None
         gso: _GsoBatch | None = None
         try:
             for _ in range(MAX_BATCH):
@@ -276,6 +288,13 @@ class Datapath:
                 except OSError as e:
                     log.warning("TUN read failed: %s", e)
                     return
+                if vnet:
+                    # No read offloads were asked for, so the header says "plain packet"; anything else is
+                    # not something we can encrypt as it stands.
+                    if len(pkt) < VNET_HDR_LEN or pkt[1]:
+                        self.stats.drops["tun-offloaded-read"] += 1
+                        continue
+                    pkt = pkt[VNET_HDR_LEN:]
                 if len(pkt) < 20 or pkt[0] >> 4 != 4:
                     self.stats.drops["not-ipv4"] += 1
                     continue
@@ -356,9 +375,13 @@ class Datapath:
                     return
                 handle(data, addr)
         finally:
-            self._note_alive()
+            self._end_batch()
 
-    def _note_alive(self) -> None:
+    def _end_batch(self) -> None:
+        """After each drained batch: what the TUN coalescer holds goes out, DPD hears who was alive."""
+        if self._gro is not None:
+            for bufs in self._gro.flush():
+                self._tun_write(bufs)
         if self._alive and self.on_inbound is not None:
             for sa_id in self._alive:
                 self.on_inbound(sa_id)
@@ -394,7 +417,7 @@ class Datapath:
                 else:
                     handle(data, addr)
         finally:
-            self._note_alive()
+            self._end_batch()
 
     def _natt_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         kind, _ = classify_4500(data)
@@ -463,8 +486,20 @@ class Datapath:
             if self.on_first_data is not None:
                 self.on_first_data(entry)
         self._alive.add(entry.sa_id)
+        gro = self._gro
+        if gro is None:
+            try:
+                os.write(self.tun_fd, inner)
+            except OSError as e:
+                self.stats.drops["tun-write-failed"] += 1
+                log.debug("TUN write failed: %s", e)
+            return
+        for bufs in gro.push(inner):
+            self._tun_write(bufs)
+
+    def _tun_write(self, bufs: list[bytes | memoryview]) -> None:
         try:
-            os.write(self.tun_fd, inner)
+            os.writev(self.tun_fd, bufs)
         except OSError as e:
             self.stats.drops["tun-write-failed"] += 1
             log.debug("TUN write failed: %s", e)

@@ -18,6 +18,7 @@ TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_MULTI_QUEUE = 0x0100
+IFF_VNET_HDR = 0x4000  # every read and write starts with a struct virtio_net_hdr (natt.esp.gro)
 
 
 class TunError(OSError):
@@ -28,6 +29,7 @@ class TunError(OSError):
 class Tun:
     name: str
     fd: int
+    vnet_hdr: bool = False  # reads and writes carry a virtio_net_hdr in front of the packet
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -38,8 +40,12 @@ class Tun:
 TXQUEUELEN = 2000  # packets the kernel holds for us while we encrypt (TUN's default, 500, drops under bursts)
 
 
-def open_tun(name: str, *, mtu: int = 1400) -> Tun:
-    """A non-blocking layer-3 TUN device without packet information headers, link up."""
+def open_tun(name: str, *, mtu: int = 1400, vnet_hdr: bool = False) -> Tun:
+    """A non-blocking layer-3 TUN device without packet information headers, link up.
+
+    With `vnet_hdr`, a virtio_net_hdr leads every packet both ways, so that a write may hand the kernel
+    one TCP packet of up to 64 KiB to be segmented later (natt.esp.gro). Offloads for reads are left off
+    (no TUNSETOFFLOAD): the kernel still gives us whole, checksummed packets of at most the MTU."""
     if len(name.encode()) > 15:
         raise TunError(f"interface name {name!r} longer than 15 bytes")
     try:
@@ -47,7 +53,8 @@ def open_tun(name: str, *, mtu: int = 1400) -> Tun:
     except OSError as e:
         raise TunError(f"cannot open /dev/net/tun: {e}") from e
     try:
-        ifr = struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI)
+        flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if vnet_hdr else 0)
+        ifr = struct.pack("16sH", name.encode(), flags)
         fcntl.ioctl(fd, TUNSETIFF, ifr)
     except OSError as e:
         os.close(fd)
@@ -55,7 +62,7 @@ def open_tun(name: str, *, mtu: int = 1400) -> Tun:
     with IPRoute() as ipr:
         idx = ipr.link_lookup(ifname=name)[0]
         ipr.link("set", index=idx, mtu=mtu, txqlen=TXQUEUELEN, state="up")
-    return Tun(name, fd)
+    return Tun(name, fd, vnet_hdr)
 
 
 def add_address(name: str, address: str, prefixlen: int) -> None:

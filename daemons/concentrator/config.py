@@ -30,6 +30,7 @@ class ConcentratorSettings:
     log_severity: int = 5
     ike_port: int = 500
     natt_port: int = 4500
+    tun_offload: bool = True
 
 
 def _ip(value: str, where: str) -> str:
@@ -138,6 +139,7 @@ def load(path: str | Path) -> ConcentratorSettings:
         path=path,
         address=address,
         tun=optional(c, "tun", str, "natt0", where),
+        tun_offload=optional(c, "tun_offload", bool, True, where),
         control_socket=optional(c, "control_socket", str, DEFAULT_SOCKET, where),
         policy=policy,
         users=dict(users),

@@ -48,7 +48,7 @@ class Concentrator:
     async def start(self) -> None:
         s = self.settings
         loop = asyncio.get_running_loop()
-        self.tun = await asyncio.to_thread(open_tun, s.tun)
+        self.tun = await asyncio.to_thread(open_tun, s.tun, vnet_hdr=s.tun_offload)
         for group in s.policy.groups.values():
             await asyncio.to_thread(add_route, group.pool, dev=s.tun)
             self._routes.append(group.pool)
@@ -58,7 +58,8 @@ class Concentrator:
         self.driver.attach(s.natt_port, udp)
         raw = raw_esp(s.address)
         self.datapath = Datapath(self.tun.fd, udp, raw, on_ike=self.driver.feed, on_first_data=self._first_data,
-                                 on_inbound=lambda sa_id: self.endpoint.note_inbound_traffic(sa_id, loop.time()))
+                                 on_inbound=lambda sa_id: self.endpoint.note_inbound_traffic(sa_id, loop.time()),
+                                 vnet_hdr=self.tun.vnet_hdr)
         self.datapath.start(loop)
         self._open_ipsec_over_udp(loop)
         self._register_commands()

@@ -254,7 +254,7 @@ class EspSA:
     carry state from packet to packet.
     """
 
-    __slots__ = ("_engine", "_outbound", "_replay", "bytes", "errors", "packets", "seq", "spi", "transform")
+    __slots__ = ("_engine", "_keys", "_outbound", "_replay", "bytes", "errors", "packets", "seq", "spi", "transform")
 
     def __init__(
         self,
@@ -278,10 +278,13 @@ class EspSA:
         self.seq = 0
         self.errors: dict[str, int] = {}  # filled on the first error of each kind (most SAs never see one)
         self._replay = ReplayWindow(replay_window)
-        enc_key, auth_key = bytes(keymat[: transform.enc_key_len]), bytes(keymat[transform.enc_key_len :])
-        self._engine: _GcmEngine | _CbcEngine = (
-            _GcmEngine(transform, enc_key) if transform.is_aead else _CbcEngine(transform, enc_key, auth_key, outbound)
-        )
+        if not transform.is_aead and transform.auth is None:
+            raise CryptoError(f"{transform.name}: CBC without an HMAC is not supported")
+        # The cipher and MAC contexts (about 3 KB of OpenSSL memory per SA, more than everything else a
+        # session holds) are built on the SA's first packet: a concentrator's many idle sessions, and the
+        # SAs a client never sends on, do not pay for them.
+        self._keys: bytes | None = bytes(keymat)
+        self._engine: _GcmEngine | _CbcEngine | None = None
 
     def __repr__(self) -> str:
         direction = "out" if self._outbound else "in"
@@ -291,6 +294,16 @@ class EspSA:
     def outbound(self) -> bool:
         return self._outbound
 
+    def _start(self) -> _GcmEngine | _CbcEngine:
+        """The contexts, on first use (see __init__)."""
+        keymat, t = self._keys, self.transform
+        assert keymat is not None
+        enc_key, auth_key = keymat[: t.enc_key_len], keymat[t.enc_key_len :]
+        engine = self._engine = (
+            _GcmEngine(t, enc_key) if t.is_aead else _CbcEngine(t, enc_key, auth_key, self._outbound))
+        self._keys = None
+        return engine
+
     @property
     def _next_iv(self) -> bytes | None:
         """TESTS ONLY: the IV the next `encrypt` uses instead of its own (then cleared).
@@ -298,11 +311,11 @@ class EspSA:
         Known-answer vectors (RFC 3602 4, the GCM ESP vectors) fix the IV; the data path
         never sets this.
         """
-        return self._engine.forced_iv
+        return (self._engine or self._start()).forced_iv
 
     @_next_iv.setter
     def _next_iv(self, iv: bytes | None) -> None:
-        self._engine.forced_iv = iv
+        (self._engine or self._start()).forced_iv = iv
 
     def encrypt(self, inner: bytes, next_header: int = 4) -> bytes:
         """The ESP packet (header, IV, ciphertext, ICV) carrying `inner`; 4 = IPv4 in tunnel mode."""
@@ -313,7 +326,7 @@ class EspSA:
             # RFC 4303 3.3.3: without ESN the SA must be rekeyed before the counter cycles.
             self.errors[EspSequenceOverflow.kind] = self.errors.get(EspSequenceOverflow.kind, 0) + 1
             raise EspSequenceOverflow(f"SPI 0x{self.spi:08x} has sent 2^32-1 packets: rekey")
-        packet = self._engine.seal(self.spi, seq + 1, inner, next_header)
+        packet = (self._engine or self._start()).seal(self.spi, seq + 1, inner, next_header)
         self.seq = seq + 1
         self.packets += 1
         self.bytes += len(inner)
@@ -324,16 +337,17 @@ class EspSA:
         if self._outbound:
             raise CryptoError(f"{self!r} is outbound: it cannot decrypt")
         # RFC 4303 3.4: lengths, SA, replay check, ICV, decrypt, then the window moves.
+        engine = self._engine or self._start()
         try:
-            if len(packet) < self._engine.min_len:
-                raise EspTruncated(f"ESP packet of {len(packet)} bytes is shorter than {self._engine.min_len}")
+            if len(packet) < engine.min_len:
+                raise EspTruncated(f"ESP packet of {len(packet)} bytes is shorter than {engine.min_len}")
             # The SPI already chose this SA (the demux's lookup, RFC 4303 3.4.2); it is
             # covered by the ICV, so a packet handed to the wrong SA fails authentication.
             seq = _SEQ.unpack_from(packet, 4)[0]
             replay = self._replay
             if seq <= replay.top:  # in-order traffic skips the call
                 replay.check(seq)
-            next_header, inner = self._engine.open(packet)
+            next_header, inner = engine.open(packet)
         except EspError as exc:
             self.errors[exc.kind] = self.errors.get(exc.kind, 0) + 1
             raise

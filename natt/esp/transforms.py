@@ -8,6 +8,7 @@ HMAC (RFC 2403, RFC 2404, RFC 4868): natt never offers or accepts ESP without in
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from natt.errors import UnsupportedAlgorithm
@@ -90,8 +91,10 @@ class EspTransform:
         return "AES-GCM" if self.auth is None else _AUTH[self.auth][2]
 
 
+@functools.lru_cache(maxsize=64)
 def make_transform(transform_id: int, key_bits: int | None, auth: int | None) -> EspTransform:
-    """The transform a Quick Mode proposal names; UnsupportedAlgorithm for anything else."""
+    """The transform a Quick Mode proposal names; UnsupportedAlgorithm for anything else.
+    Transforms are immutable: every SA of one suite shares one (an SA each would cost memory per session)."""
     if transform_id == EspTransformId.AES_GCM_16:
         return _gcm(key_bits, auth)
     if transform_id == EspTransformId.AES_CBC:

@@ -53,6 +53,9 @@ from natt.wire.payloads import Notify, Payload
 ZERO_COOKIE = bytes(8)
 HALF_OPEN_TIMEOUT = 30.0
 MAX_REPLY_CACHE = 4  # a peer retransmits its latest request(s); two Quick Modes may overlap
+# A peer gives up retransmitting well within this (vpnc: 5 tries over ~30 s; strongSwan: ~165 s for IKEv2, 5
+# IKEv1 retransmits within ~60 s by default); after it, cached replies only cost memory in an idle session.
+REPLY_CACHE_TTL = 180.0
 
 
 class IkeEndpoint:
@@ -228,6 +231,7 @@ class IkeEndpoint:
             sa.pending[message_id] = Retransmit(dgram, self.now + base, base, tries, expect)
         if in_reply_to is not None:
             sa.replies[_digest(in_reply_to)] = dgram
+            sa.replied_at = self.now
             while len(sa.replies) > MAX_REPLY_CACHE:
                 sa.replies.pop(next(iter(sa.replies)))
         return dgram
@@ -422,6 +426,8 @@ class IkeEndpoint:
 
     def _sa_timers(self, sa: IkeSA) -> None:
         now = self.now
+        if sa.replies and now - sa.replied_at > REPLY_CACHE_TTL:
+            sa.replies.clear()
         for mid, r in list(sa.pending.items()):
             if now < r.next_at:
                 continue

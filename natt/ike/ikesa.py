@@ -13,7 +13,7 @@ from natt.errors import DecryptionError, InvalidFlags
 from natt.ike.config import ClientProfile, GroupPolicy, Phase1Proposal, Phase2Proposal
 from natt.ike.natd import NatStatus, NattVariant
 from natt.wire.buffer import Writer
-from natt.wire.constants import HEADER_LEN, NON_ESP_MARKER, Flag
+from natt.wire.constants import HEADER_LEN, NON_ESP_MARKER, ExchangeType, Flag
 from natt.wire.message import Header, Message, decode_payloads, encode_payloads
 from natt.wire.payloads import Payload
 
@@ -148,6 +148,7 @@ class IkeSA:
     quick_modes: dict[int, QuickModeState] = field(default_factory=dict)
     pending: dict[int, Retransmit] = field(default_factory=dict)  # by message ID (0 = phase 1)
     replies: dict[bytes, Datagram] = field(default_factory=dict)  # received request bytes → our reply
+    replied_at: float = 0.0  # when the last reply was cached (the cache empties REPLY_CACHE_TTL later)
     transactions: dict[int, str] = field(default_factory=dict)  # message ID → what we wait for
     established_at: float | None = None
     expires_at: float | None = None
@@ -215,13 +216,13 @@ class IkeSA:
             iv = kdf.phase2_iv(self.hash, self.p1_last_block, message_id, self.cipher.block_size)
         return iv
 
-    def _advance_iv(self, message_id: int, ciphertext: bytes) -> None:
+    def _advance_iv(self, message_id: int, ciphertext: bytes, exchange: int) -> None:
         assert self.cipher
         last = ciphertext[-self.cipher.block_size :]
         if message_id == 0:
             self.p1_iv = last
             self.p1_last_block = last
-        else:
+        elif exchange != ExchangeType.INFORMATIONAL:  # one message each: its chain has no next step
             self.ivs[message_id] = last
             while len(self.ivs) > MAX_IVS:  # informational exchanges never come back: keep the recent ones
                 self.ivs.pop(next(iter(self.ivs)))
@@ -240,7 +241,7 @@ class IkeSA:
             assert self.cipher
             body = self.cipher.encrypt(self.enc_key, self._iv_for(message_id),
                                        pad_ike(body, self.cipher.block_size))
-            self._advance_iv(message_id, body)
+            self._advance_iv(message_id, body, exchange)
             flags = Flag.ENCRYPTION
         header = Header(self.icookie, self.rcookie, first, exchange, flags, message_id,
                         HEADER_LEN + len(body))
@@ -260,7 +261,7 @@ class IkeSA:
             raise DecryptionError(f"ciphertext of {len(body)} bytes")
         plain = self.cipher.decrypt(self.enc_key, self._iv_for(header.message_id), body)
         payloads, spans = decode_payloads(header.next_payload, plain, allow_padding=True)
-        self._advance_iv(header.message_id, body)
+        self._advance_iv(header.message_id, body, header.exchange)
         return Message(header, payloads, plain, spans)
 
     def datagram(self, data: bytes) -> Datagram:

@@ -184,8 +184,9 @@ def test_lab_up_and_down_leave_nothing(tmp_path: Path) -> None:
 
 
 def test_bulk_traffic_uses_udp_gso_and_gro(sc: Scenario) -> None:
-    """A TCP stream through the tunnel: the client's ESP leaves in UDP GSO sends and the concentrator reads
-    them with UDP GRO, several datagrams per call (and iperf3 sees its data arrive)."""
+    """A TCP stream through the tunnel: the client's ESP leaves in UDP GSO sends, the concentrator reads
+    them with UDP GRO, several datagrams per call, and hands the decrypted segments to its TUN as GSO packets
+    (and iperf3 sees its data arrive, so the kernel took them)."""
     srv = procs.start(sc.lab, SERVER, ["iperf3", "-s", "-1"], sc.run_dir / "iperf3-s.log", name="iperf3-s")
     try:
         time.sleep(0.5)
@@ -198,6 +199,8 @@ def test_bulk_traffic_uses_udp_gso_and_gro(sc: Scenario) -> None:
     client, conc = sc.status("client1")["datapath"], call(sc.socket("concentrator"), "status")["datapath"]
     assert client["gso"] and client["gso_sends"] > 0, client
     assert conc["gro"] and conc["gro_reads"] > 0, conc
+    assert conc["tun_offload"] and conc["tun_gso_writes"] > 0, conc
+    assert conc["tun_gso_segments"] > 2 * conc["tun_gso_writes"], conc  # several segments per write
 
 
 def test_quick_reconnects_keep_the_address_and_routes(sc: Scenario) -> None:

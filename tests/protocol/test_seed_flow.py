@@ -329,3 +329,21 @@ def test_mode_config_push() -> None:
     assert cfgs and len({c.address for c in cfgs}) == 1
     assert len(client.of(ChildSaUp)) == 2, "push and pull both answered; the tunnels start once"
     _ping(net, "client1")
+
+
+def test_idle_session_state_stays_small(lab: Network) -> None:
+    """A held session keeps no per-exchange leftovers: informational exchanges (DPD every 30 s here) leave
+    no IV behind, and cached replies go once no retransmission can still come (REPLY_CACHE_TTL)."""
+    from natt.ike.endpoint import REPLY_CACHE_TTL
+
+    _connect(lab, "client1")
+    (conc_sa,) = lab.concentrator.endpoint.sas.values()
+    (client_sa,) = lab.clients["client1"].endpoint.sas.values()
+    assert conc_sa.replies  # right after the set-up, a retransmitted request still gets its answer
+    ivs_after_setup = (len(conc_sa.ivs), len(client_sa.ivs))
+    lab.advance(REPLY_CACHE_TTL + 60.0, step=3.0)
+    dpds = {e.kind for e in lab.concentrator.of(DpdEvent)} | {e.kind for e in lab.clients["client1"].of(DpdEvent)}
+    assert {"request-sent", "ack-received"} <= dpds  # informational exchanges did happen meanwhile
+    assert (len(conc_sa.ivs), len(client_sa.ivs)) == ivs_after_setup
+    assert not conc_sa.replies and not client_sa.replies
+    _ping(lab, "client1")  # and the session still works

@@ -289,3 +289,19 @@ def test_pow_fallback_interoperates_with_openssl(monkeypatch: pytest.MonkeyPatch
     assert pow_key.shared_secret(openssl_key.public_bytes()) == openssl_key.shared_secret(pow_key.public_bytes())
     fixed = X_OURS.to_bytes(40, "big")
     assert group.generate(private=fixed).public_bytes() == pow(2, X_OURS, group.prime).to_bytes(256, "big")
+
+
+@pytest.mark.parametrize("group_id", [1, 2])
+def test_fixed_base_table_matches_pow(group_id: int) -> None:
+    """Groups 1 and 2 compute g^x from a table of powers of g: the same value as pow(), at the edges too."""
+    import os
+
+    from natt.crypto.dh import _fixed_base_pow
+
+    g = GROUPS[group_id]
+    edges = [1, 2, 255, 256, 2**8 - 1, 2**248, 2**256 - 1, int.from_bytes(b"\x01" * 32, "big")]
+    for x in edges + [int.from_bytes(os.urandom(32), "big") for _ in range(50)]:
+        assert _fixed_base_pow(g.prime, g.generator, x) == pow(g.generator, x, g.prime), hex(x)
+    key = g.generate()
+    other = g.generate()
+    assert key.shared_secret(other.public_bytes()) == other.shared_secret(key.public_bytes())

@@ -109,3 +109,16 @@ def test_caching_verifier_remembers_only_successes() -> None:
     assert v.verify("bob", stored, "right"), "the second login is answered from the cache"
     assert not v.verify("bob", stored, "wrong"), "a cached user still needs the right password"
     assert not v.verify("bob", hash_password("new"), "right"), "a new stored hash is checked afresh"
+
+
+def test_tun_offload_setting(tmp_path: Path) -> None:
+    """On unless switched off, in both daemons; a non-boolean is refused."""
+    assert conc_config.load(CONFIGS / "concentrator.toml").tun_offload is True
+    assert client_config.load(CONFIGS / "client1.toml").tun_offload is True
+    p = tmp_path / "c.toml"
+    p.write_text('[concentrator]\naddress = "198.51.100.50"\ntun_offload = false\n[groups.g]\npsk = "k"\n')
+    assert conc_config.load(p).tun_offload is False
+    k = tmp_path / "k.toml"
+    k.write_text('[client]\nconcentrator = "198.51.100.50"\ngroup = "g"\npsk = "k"\ntun_offload = "yes"\n')
+    with pytest.raises(ConfigError, match="tun_offload"):
+        client_config.load(k)

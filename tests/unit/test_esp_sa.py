@@ -226,7 +226,8 @@ def test_gcm_spec_vectors_through_the_sa_primitive(
     KEYMAT = key || salt (RFC 4106 8.1: salt = the nonce's first 4 bytes) seals and opens them."""
     transform = AES128_GCM if len(key) == 16 else AES256_GCM
     sa = EspSA(0x100, transform, key + GCM_NONCE[:4], outbound=True)
-    engine = sa._engine
+    assert sa._engine is None  # contexts are built on the first packet
+    engine = sa._start()
     assert isinstance(engine, _GcmEngine)
     nonce = engine._salt + GCM_NONCE[4:]
     assert nonce == GCM_NONCE
