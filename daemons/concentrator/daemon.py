@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from natt.crypto.dh import get_group
 from natt.events.ikelog import IkeLogger
 from natt.ike.endpoint import IkeEndpoint
 from natt.ike.events import ChildSaDown, ChildSaUp, IkeEvent, IkeSaDown, PortFloated
@@ -49,6 +50,8 @@ class Concentrator:
         s = self.settings
         loop = asyncio.get_running_loop()
         self.tun = await asyncio.to_thread(open_tun, s.tun, vnet_hdr=s.tun_offload)
+        for dh_id in {p.group for g in s.policy.groups.values() for p in g.phase1}:
+            get_group(dh_id).prepare()
         for group in s.policy.groups.values():
             await asyncio.to_thread(add_route, group.pool, dev=s.tun)
             self._routes.append(group.pool)

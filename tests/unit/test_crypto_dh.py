@@ -305,3 +305,12 @@ def test_fixed_base_table_matches_pow(group_id: int) -> None:
     key = g.generate()
     other = g.generate()
     assert key.shared_secret(other.public_bytes()) == other.shared_secret(key.public_bytes())
+
+
+def test_prepare_builds_the_table_once() -> None:
+    dh_module._fixed_base_rows.cache_clear()
+    GROUPS[2].prepare()
+    GROUPS[14].prepare()  # OpenSSL's group: nothing to build
+    assert dh_module._fixed_base_rows.cache_info().currsize == 1
+    GROUPS[2].generate()
+    assert dh_module._fixed_base_rows.cache_info().hits >= 1
