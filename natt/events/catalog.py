@@ -21,6 +21,7 @@ Helpers at the end turn wire values into the strings these templates expect.
 
 from __future__ import annotations
 
+import functools
 import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ class _LogFormatter(string.Formatter):
 _FORMATTER = _LogFormatter()
 
 
+@functools.lru_cache(maxsize=1024)  # the catalogue's templates, parsed on every render otherwise
 def template_fields(template: str) -> frozenset[str]:
     """The named fields of a template; positional or dotted fields are refused."""
     names = set()

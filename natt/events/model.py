@@ -30,6 +30,7 @@ The seed's concentrator log uses 4 (IKE/49, IKE/120, IKE/173), 7-9 (IKEDBG, IPSE
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -143,6 +144,7 @@ SECRET_FIELD_NAMES = frozenset({
 _SECRET_SUFFIXES = ("_key", "_secret", "_password", "_psk", "_keymat")
 
 
+@functools.lru_cache(maxsize=1024)  # a handful of field names, asked on every entry
 def is_secret_field(name: str) -> bool:
     """Whether a template field holds key material or a password and must be masked.
 
