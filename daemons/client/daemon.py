@@ -174,15 +174,13 @@ class Client:
     def _open_ipsec_over_udp(self, port: int) -> None:
         """Cisco IPsec over UDP: ESP leaves from the announced port (as vpnc does), kept for later connections."""
         assert self.datapath is not None and self.driver is not None
-        if port in self.datapath.cisco_udp:
-            return
         try:
-            sock = bind_udp(self.local, port)
+            sock = self.datapath.open_cisco_udp(self.local, port, asyncio.get_running_loop())
         except OSError as e:
             log.error("IPsec over UDP: cannot bind UDP %d: %s; no data will pass", port, e)
             return
-        self.datapath.add_cisco_udp(port, sock, asyncio.get_running_loop())
-        self.driver.attach(port, sock)  # the core's keepalives for this port leave by it
+        if sock is not None:
+            self.driver.attach(port, sock)  # the core's keepalives for this port leave by it
 
     def _in_background(self, fn: Callable[..., None], *args: object) -> None:
         """Netlink work runs off the loop's thread (see tun.py), on ONE worker so that it happens in the order

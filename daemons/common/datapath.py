@@ -25,6 +25,7 @@ from natt.esp.sa import EspSA, peek_spi
 from natt.esp.transforms import make_transform
 from natt.esp.udpencap import DatagramKind, classify_4500, classify_cisco_udp
 from natt.ike.events import ChildSaUp
+from natt_daemons.common.sockets import bind_udp
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 256  # datagrams per wake-up, so one busy descriptor cannot starve the others
@@ -223,9 +224,13 @@ class Datapath:
             if o.sock is self.udp:
                 o.remote = remote
 
-    def add_cisco_udp(self, port: int, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
-        self.cisco_udp[port] = sock
+    def open_cisco_udp(self, address: str, port: int, loop: asyncio.AbstractEventLoop) -> socket.socket | None:
+        """Bind an IPsec-over-UDP port and read ESP from it; None if it is open already. OSError if the bind fails."""
+        if port in self.cisco_udp:
+            return None
+        sock = self.cisco_udp[port] = bind_udp(address, port)
         loop.add_reader(sock.fileno(), self._cisco_readable, sock)
+        return sock
 
     def counters(self) -> dict[str, int]:
         """How the data path moved packets: TUN reads, UDP GSO sends, UDP GRO reads (several datagrams each)."""

@@ -78,15 +78,13 @@ class Concentrator:
         assert self.datapath is not None
         s = self.settings
         for port in sorted({g.ipsec_over_udp_port for g in s.policy.groups.values() if g.ipsec_over_udp}):
-            if port in self.datapath.cisco_udp:
-                continue
             try:
-                sock = bind_udp(s.address, port)
+                opened = self.datapath.open_cisco_udp(s.address, port, loop)
             except OSError as e:
                 log.error("IPsec over UDP: cannot listen on UDP %d: %s", port, e)
                 continue
-            self.datapath.add_cisco_udp(port, sock, loop)
-            log.info("IPsec over UDP listening on %s UDP %d", s.address, port)
+            if opened is not None:
+                log.info("IPsec over UDP listening on %s UDP %d", s.address, port)
 
     async def run(self) -> None:
         await serve_until_stopped(self.start, self.shutdown, self.reload)

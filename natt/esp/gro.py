@@ -54,10 +54,10 @@ def ip_checksum(header: bytes) -> int:
 
 
 class _Run:
-    __slots__ = ("first", "hlen", "key", "last_flags", "next_seq", "payload", "segments", "size")
+    __slots__ = ("hlen", "key", "last_flags", "next_seq", "payload", "segments", "size")
 
     def __init__(self, pkt: bytes, hlen: int, key: bytes, seq: int, size: int, flags: int) -> None:
-        self.first, self.hlen, self.key, self.size, self.last_flags = pkt, hlen, key, size, flags
+        self.hlen, self.key, self.size, self.last_flags = hlen, key, size, flags
         self.next_seq = (seq + size) & 0xFFFFFFFF
         self.segments: list[bytes] = [pkt]
         self.payload = size
@@ -136,9 +136,9 @@ class TcpCoalescer:
         assert run is not None
         self._run = None
         segments = run.segments
+        first, hlen = segments[0], run.hlen
         if len(segments) == 1:
-            return [VNET_PLAIN, run.first]
-        first, hlen = run.first, run.hlen
+            return [VNET_PLAIN, first]
         total = hlen + run.payload
         ip = first[:2] + total.to_bytes(2, "big") + first[4:10] + b"\0\0" + first[12:20]
         ip = ip[:10] + ip_checksum(ip).to_bytes(2, "big") + ip[12:]
