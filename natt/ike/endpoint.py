@@ -36,7 +36,7 @@ from natt.ike.events import (
     MessageReceived,
     MessageSent,
 )
-from natt.ike.ikesa import Datagram, IkeSA, Retransmit, Role, State
+from natt.ike.ikesa import PHASE1_STATES, Datagram, IkeSA, Retransmit, Role, State
 from natt.ike.pool import AddressPool
 from natt.wire.constants import (
     HEADER_LEN,
@@ -366,8 +366,7 @@ class IkeEndpoint:
             phase1.receive(self, sa, msg, data)
         elif ex == ExchangeType.INFORMATIONAL:
             info.receive(self, sa, msg, data)
-        elif sa.state in (State.START, State.P1_SENT_1, State.MM_SENT_2, State.MM_SENT_3, State.MM_SENT_4,
-                          State.MM_SENT_5, State.AM_SENT_2):
+        elif sa.state in PHASE1_STATES:
             raise UnexpectedMessage(f"{ex} exchange before phase 1 is complete")
         elif ex == ExchangeType.TRANSACTION:
             transaction.receive(self, sa, msg, data)

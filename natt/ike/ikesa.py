@@ -38,6 +38,11 @@ class State(Enum):
     DELETED = "deleted"
 
 
+# States in which the phase 1 exchange is still running (its messages chain the phase 1 IV).
+PHASE1_STATES = frozenset({State.START, State.P1_SENT_1, State.MM_SENT_2, State.MM_SENT_3, State.MM_SENT_4,
+                           State.MM_SENT_5, State.AM_SENT_2})
+
+
 @dataclass(frozen=True)
 class Datagram:
     """One UDP payload to send: the daemon picks the socket by local_port."""
@@ -207,10 +212,17 @@ class IkeSA:
 
     # -- sealing and opening messages ------------------------------------------------------
 
-    def _iv_for(self, message_id: int) -> bytes:
-        if message_id == 0:
+    def _fresh_iv(self, exchange: int) -> bool:
+        """An Informational message after phase 1 starts from hash(last phase 1 block | M-ID), whatever its M-ID
+        (0 included: vpnc draws its delete M-IDs from one random byte) and whatever else used that M-ID before,
+        and leaves no chain behind (RFC 2409 appendix B; vpnc's isakmp_crypt does the same)."""
+        return exchange == ExchangeType.INFORMATIONAL and self.state not in PHASE1_STATES
+
+    def _iv_for(self, message_id: int, exchange: int) -> bytes:
+        fresh = self._fresh_iv(exchange)
+        if message_id == 0 and not fresh:
             return self.p1_iv
-        iv = self.ivs.get(message_id)
+        iv = None if fresh else self.ivs.get(message_id)
         if iv is None:
             assert self.hash and self.cipher
             iv = kdf.phase2_iv(self.hash, self.p1_last_block, message_id, self.cipher.block_size)
@@ -218,11 +230,13 @@ class IkeSA:
 
     def _advance_iv(self, message_id: int, ciphertext: bytes, exchange: int) -> None:
         assert self.cipher
+        if self._fresh_iv(exchange):
+            return
         last = ciphertext[-self.cipher.block_size :]
         if message_id == 0:
             self.p1_iv = last
             self.p1_last_block = last
-        elif exchange != ExchangeType.INFORMATIONAL:  # one message each: its chain has no next step
+        elif exchange != ExchangeType.INFORMATIONAL:  # one message each (phase 1 informationals too)
             self.ivs[message_id] = last
             while len(self.ivs) > MAX_IVS:  # informational exchanges never come back: keep the recent ones
                 self.ivs.pop(next(iter(self.ivs)))
@@ -239,7 +253,7 @@ class IkeSA:
         flags = 0
         if encrypt:
             assert self.cipher
-            body = self.cipher.encrypt(self.enc_key, self._iv_for(message_id),
+            body = self.cipher.encrypt(self.enc_key, self._iv_for(message_id, exchange),
                                        pad_ike(body, self.cipher.block_size))
             self._advance_iv(message_id, body, exchange)
             flags = Flag.ENCRYPTION
@@ -259,7 +273,7 @@ class IkeSA:
             raise InvalidFlags("encrypted message before keys exist")
         if not body or len(body) % self.cipher.block_size:
             raise DecryptionError(f"ciphertext of {len(body)} bytes")
-        plain = self.cipher.decrypt(self.enc_key, self._iv_for(header.message_id), body)
+        plain = self.cipher.decrypt(self.enc_key, self._iv_for(header.message_id, header.exchange), body)
         payloads, spans = decode_payloads(header.next_payload, plain, allow_padding=True)
         self._advance_iv(header.message_id, body, header.exchange)
         return Message(header, payloads, plain, spans)

@@ -347,3 +347,37 @@ def test_idle_session_state_stays_small(lab: Network) -> None:
     assert (len(conc_sa.ivs), len(client_sa.ivs)) == ivs_after_setup
     assert not conc_sa.replies and not client_sa.replies
     _ping(lab, "client1")  # and the session still works
+
+
+@pytest.mark.parametrize("mid", ["zero", "a quick mode's"])
+def test_informational_iv_is_fresh_whatever_its_message_id(lab: Network, mid: str) -> None:
+    """vpnc picks a delete's M-ID from one random byte, so it may be 0 or (rarely) one an earlier exchange used,
+    and encrypts it from hash(last phase 1 block | M-ID) all the same (its isakmp_crypt). Built here that way,
+    the concentrator must decrypt it and act on it."""
+    from natt.crypto import keys as kdf
+    from natt.crypto.cipher import pad_ike
+    from natt.ike import info
+    from natt.wire.buffer import Writer
+    from natt.wire.constants import HEADER_LEN, ExchangeType, Flag, ProtocolId
+    from natt.wire.message import Header, encode_payloads
+    from natt.wire.payloads import Delete
+    from tests.protocol.sim import UDP, Packet
+
+    _connect(lab, "client1")
+    client = lab.clients["client1"]
+    (sa,) = client.endpoint.sas.values()
+    (conc_sa,) = lab.concentrator.endpoint.sas.values()
+    message_id = 0 if mid == "zero" else next(mid for mid in conc_sa.ivs)  # an exchange the concentrator chained
+    assert sa.hash and sa.cipher
+    d = Delete(ProtocolId.ISAKMP, [sa.icookie + sa.rcookie], 16)
+    first, body = encode_payloads([info.hash_payload(sa, message_id, [d]), d])
+    iv = kdf.phase2_iv(sa.hash, sa.p1_last_block, message_id, sa.cipher.block_size)
+    sealed = sa.cipher.encrypt(sa.enc_key, iv, pad_ike(body, sa.cipher.block_size))
+    w = Writer()
+    Header(sa.icookie, sa.rcookie, first, ExchangeType.INFORMATIONAL, Flag.ENCRYPTION, message_id,
+           HEADER_LEN + len(sealed)).encode(w)
+    dgram = sa.datagram(w.getvalue() + sealed)
+    lab.send(Packet(UDP, (client.address, dgram.local_port), dgram.remote, dgram.data))
+    lab.concentrator.take_events()
+    assert [e.reason for e in lab.concentrator.of(IkeSaDown)] == ["peer deleted the IKE SA"]
+    assert not lab.concentrator.endpoint.sas
