@@ -82,6 +82,10 @@ class InvalidIdInformation(DecodeError):
     notify = NotifyType.INVALID_ID_INFORMATION
 
 
+class SelectorNotAuthorised(InvalidIdInformation):
+    """A Quick Mode names addresses this user was not given (another user's, or outside its group's networks)."""
+
+
 class BadProposalSyntax(DecodeError):
     notify = NotifyType.BAD_PROPOSAL_SYNTAX
 
@@ -195,3 +199,9 @@ class EspBadPadding(EspError):
 
 class EspSequenceOverflow(EspError):
     kind = "seq_overflow"
+
+
+class SelectorConflict(EspError):
+    """A child SA's remote selector overlaps inner addresses another session owns: it is not installed."""
+
+    kind = "selector_conflict"

@@ -13,7 +13,7 @@ from typing import Any
 from natt.esp.transforms import make_transform
 from natt.events.ikelog import IkeLogger
 from natt.ike.endpoint import IkeEndpoint
-from natt.ike.events import ChildSaDown, ChildSaUp, IkeEvent, IkeSaDown, ModeConfigDone
+from natt.ike.events import Cause, ChildSaDown, ChildSaUp, IkeEvent, IkeSaDown, ModeConfigDone
 from natt.ike.ikesa import IkeSA
 from natt_daemons.client.config import ClientSettings, load
 from natt_daemons.common import sdnotify
@@ -35,6 +35,7 @@ from natt_daemons.common.tun import (
 
 log = logging.getLogger("natt.client")
 NO_ANSWER_THRESHOLD = 5  # packets encrypted with none decrypted before we call it a black hole
+NO_RECONNECT = (Cause.XAUTH_FAILED, Cause.XAUTH_THROTTLED)  # retrying would only fail again (or lock us out)
 
 
 class Client:
@@ -155,7 +156,11 @@ class Client:
             self.routes = []
             self._in_background(self._setup_network, event, self.routes)
         elif isinstance(event, ChildSaUp) and sa is not None:
-            dp.install(event, sa.peer)
+            if not dp.admit(event, sa.peer):
+                # The SA table refuses a child whose inner address another session owns: this session ends.
+                self.endpoint.delete_sa(sa.id, asyncio.get_running_loop().time(), "selector conflict",
+                                        Cause.SELECTOR_REFUSED)
+                return
             if self.state != "connected":
                 self.state = "connected"
                 self.connected_at = time.time()
@@ -168,7 +173,7 @@ class Client:
             self._release_network()
             self.sa_id = None
             self.state = "disconnected"
-            if self.want_connected and self.settings.reconnect and "XAUTH" not in event.reason:
+            if self.want_connected and self.settings.reconnect and event.cause not in NO_RECONNECT:
                 self._schedule_reconnect()
 
     def _open_ipsec_over_udp(self, port: int) -> None:

@@ -1,7 +1,9 @@
 """The ESP fast path shared by the concentrator and the client.
 
-TUN → (flow cache → outbound EspSA) → UDP 4500, a Cisco IPsec-over-UDP port, or raw IP protocol 50;
+TUN → (SA table: flow cache → outbound EspSA) → UDP 4500, a Cisco IPsec-over-UDP port, or raw IP protocol 50;
 UDP 4500 / IPsec-over-UDP / raw ESP → (SPI → inbound EspSA) → selector check → TUN.
+The SA table itself (routing, selectors, one owner per inner address) is natt.esp.table, shared with the
+protocol simulation; this module only moves packets through it.
 Each readable descriptor is drained in a loop; IKE datagrams found on 4500 go to a callback.
 No IKE work happens here, and nothing per packet allocates more than the crypto needs.
 """
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import logging
 import os
 import socket
@@ -19,10 +20,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from natt.errors import EspError
+from natt.errors import EspError, SelectorConflict
 from natt.esp.gro import VNET_HDR_LEN, TcpCoalescer
-from natt.esp.sa import EspSA, peek_spi
-from natt.esp.transforms import make_transform
+from natt.esp.sa import peek_spi
+from natt.esp.table import Inbound, Outbound, SaTable
 from natt.esp.udpencap import DatagramKind, classify_4500, classify_cisco_udp
 from natt.ike.events import ChildSaUp
 from natt_daemons.common.sockets import bind_udp
@@ -33,7 +34,6 @@ MAX_BATCH = 256  # datagrams per wake-up, so one busy descriptor cannot starve t
 # would make Python allocate (and shrink) 64 KiB per packet. A larger packet is truncated, fails its ICV and
 # is counted as a drop.
 READ_SIZE = 4096
-_ADDRS = struct.Struct(">II")  # an IPv4 header's source and destination, at offset 12
 # UDP generic segmentation offload (Linux 4.18+): one sendmsg carries several datagrams of one size.
 SOL_UDP, UDP_SEGMENT = 17, 103
 GSO_MAX_SEGMENTS = 64  # the kernel's UDP_MAX_SEGMENTS
@@ -44,37 +44,6 @@ UDP_GRO = 104
 GRO_READ_SIZE = 65535
 _I32 = struct.Struct("=i")
 _GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
-
-
-def _selector(text: str) -> tuple[int, int, int]:
-    """A selector as (network, netmask, prefix length) integers, for the per-packet check."""
-    net = ipaddress.IPv4Network(text)
-    return int(net.network_address), int(net.netmask), net.prefixlen
-
-
-@dataclass(slots=True, eq=False)  # identity: the tables look SAs up by object
-class Outbound:
-    esp: EspSA
-    sa_id: int
-    inbound_spi: int
-    remote: tuple[str, int]  # port 0: not known yet (IPsec over UDP learns it from the peer)
-    sock: socket.socket | None  # the UDP socket ESP leaves by; None = raw IP protocol 50
-    # The selectors as integers (RFC 4301 5.2: address & mask == net), ten thousand sessions' worth of
-    # ipaddress objects being a memory cost of their own.
-    lnet: int
-    lmask: int
-    lplen: int
-    rnet: int
-    rmask: int
-    rplen: int
-
-    @property
-    def udp(self) -> bool:
-        return self.sock is not None
-
-    @property
-    def selectors(self) -> tuple[int, int, int, int]:
-        return self.lnet, self.lplen, self.rnet, self.rplen
 
 
 class _GsoBatch:
@@ -100,14 +69,6 @@ class _GsoBatch:
         return len(self.packets) >= GSO_MAX_SEGMENTS or len(self.packets[-1]) != self.size
 
 
-@dataclass(slots=True, eq=False)
-class Inbound:
-    esp: EspSA
-    sa_id: int
-    outbound: Outbound
-    seen_data: bool = False
-
-
 @dataclass
 class DatapathStats:
     drops: Counter[str] = field(default_factory=Counter)
@@ -127,6 +88,7 @@ class Datapath:
         on_inbound: Callable[[int], None] | None = None,
         cisco_udp: dict[int, socket.socket] | None = None,
         vnet_hdr: bool = False,
+        on_peer_moved: Callable[[int, tuple[str, int]], None] | None = None,
     ) -> None:
         self.tun_fd = tun_fd
         # A vnet-header TUN (tun.open_tun(vnet_hdr=True)): TCP segments decrypted back to back go to the
@@ -139,15 +101,13 @@ class Datapath:
         self.on_ike = on_ike
         self.on_first_data = on_first_data
         self.on_inbound = on_inbound
-        self.inbound: dict[int, Inbound] = {}
-        # Outbound SAs: host selectors (a client's /32, thousands on a concentrator) by address, the rest
-        # (a client's 0.0.0.0/0, a few) in a list, most specific first; and every SA of a session.
-        self._hosts: dict[int, list[Outbound]] = {}
-        self._wide: list[Outbound] = []
-        self._by_sa: dict[int, list[Outbound]] = {}
-        self._in_by_sa: dict[int, dict[int, Inbound]] = {}
-        self._flows: dict[bytes, Outbound | None] = {}
+        # Authenticated NAT-T ESP from a new address: the IKE core decides whether the peer moved; its
+        # PortFloated comes back as update_remote. The data path never moves a NAT-T peer on its own.
+        self.on_peer_moved = on_peer_moved
+        self.table = SaTable()
+        self.inbound: dict[int, Inbound] = self.table.inbound  # the same dict, one attribute away per packet
         self._alive: set[int] = set()  # sessions that sent ESP in this batch (one DPD note per batch)
+        self._moved: dict[int, tuple[str, int]] = {}  # NAT-T sessions heard from a new address in this batch
         self.gso_enabled = True  # off after the kernel refuses UDP_SEGMENT once
         try:
             udp.setsockopt(SOL_UDP, UDP_GRO, 1)
@@ -159,70 +119,40 @@ class Datapath:
     # -- SA table ------------------------------------------------------------------------
 
     def install(self, up: ChildSaUp, peer: str) -> Outbound:
-        t = make_transform(up.transform, up.key_bits, up.auth)
+        """Install a child SA pair; SelectorConflict if its remote selector belongs to another session."""
         sock: socket.socket | None = None
         if up.udp_encap:
             sock = self.udp if up.local_port == self.udp_port else self.cisco_udp.get(up.local_port)
             if sock is None:
                 raise ValueError(f"no UDP socket on port {up.local_port} for SA 0x{up.inbound_spi:08x}")
-        out = Outbound(EspSA(up.outbound_spi, t, up.keymat_out, outbound=True), up.sa_id, up.inbound_spi,
-                       (peer, up.remote_port if up.udp_encap else 0), sock,
-                       *_selector(up.local_selector), *_selector(up.remote_selector))
-        # The newest SA for a selector pair wins (a rekey); the old one stays for inbound until deleted.
-        for old in [o for o in self._by_sa.get(up.sa_id, ()) if o.selectors == out.selectors]:
-            self._unroute(old)
-        self._route_add(out)
-        entry = Inbound(EspSA(up.inbound_spi, t, up.keymat_in, outbound=False), up.sa_id, out)
-        self.inbound[up.inbound_spi] = entry
-        self._in_by_sa.setdefault(up.sa_id, {})[up.inbound_spi] = entry
-        return out
+        # NAT-T ESP shares 4500 with IKE and goes where IKE goes; IPsec over UDP learns its port from ESP.
+        return self.table.install(up, peer, sock, follows_ike=sock is self.udp)
+
+    def admit(self, up: ChildSaUp, peer: str) -> bool:
+        """install, for the daemons' event handlers: a child whose inner address another session owns is refused,
+        logged and counted here (False); the caller then ends that session."""
+        try:
+            self.install(up, peer)
+        except SelectorConflict as e:
+            log.error("SA %d: child SA for %s refused: %s", up.sa_id, up.remote_selector, e)
+            self.stats.drops["selector_conflict"] += 1
+            return False
+        return True
 
     def remove(self, inbound_spi: int) -> Inbound | None:
-        entry = self.inbound.pop(inbound_spi, None)
-        if entry is not None:
-            self._unroute(entry.outbound)
-            mine = self._in_by_sa.get(entry.sa_id)
-            if mine is not None:
-                mine.pop(inbound_spi, None)
-                if not mine:
-                    del self._in_by_sa[entry.sa_id]
-        return entry
+        return self.table.remove(inbound_spi)
 
     @property
     def outbound(self) -> list[Outbound]:
-        """Every routed outbound SA (a view for status pages; the data path uses the indexes)."""
-        return [o for group in self._by_sa.values() for o in group]
+        """Every routed outbound SA (a view for status pages; the data path uses the table's indexes)."""
+        return self.table.outbound
 
-    def _route_add(self, out: Outbound) -> None:
-        if out.rplen == 32:
-            self._hosts.setdefault(out.rnet, []).insert(0, out)
-        else:
-            self._wide.append(out)
-            self._wide.sort(key=lambda o: (o.rplen, o.lplen), reverse=True)
-        self._by_sa.setdefault(out.sa_id, []).append(out)
-        self._flows.clear()
-
-    def _unroute(self, out: Outbound) -> None:
-        if out.rplen == 32:
-            group = self._hosts.get(out.rnet, [])
-            if out in group:
-                group.remove(out)
-                if not group:
-                    del self._hosts[out.rnet]
-        elif out in self._wide:
-            self._wide.remove(out)
-        mine = self._by_sa.get(out.sa_id, [])
-        if out in mine:
-            mine.remove(out)
-            if not mine:
-                del self._by_sa[out.sa_id]
-        self._flows.clear()
+    def children(self, sa_id: int) -> list[Inbound]:
+        return self.table.children(sa_id)
 
     def update_remote(self, sa_id: int, remote: tuple[str, int]) -> None:
         """IKE floated or was rebound: NAT-T ESP follows it (IPsec over UDP learns its own port)."""
-        for o in self._by_sa.get(sa_id, ()):
-            if o.sock is self.udp:
-                o.remote = remote
+        self.table.update_remote(sa_id, remote)
 
     def open_cisco_udp(self, address: str, port: int, loop: asyncio.AbstractEventLoop) -> socket.socket | None:
         """Bind an IPsec-over-UDP port and read ESP from it; None if it is open already. OSError if the bind fails."""
@@ -239,9 +169,6 @@ class Datapath:
                 "gso": int(self.gso_enabled), "gro": int(self.gro), "tun_offload": int(tun_gro is not None),
                 "tun_gso_writes": tun_gro.merged_writes if tun_gro else 0,
                 "tun_gso_segments": tun_gro.merged_segments if tun_gro else 0}
-
-    def children(self, sa_id: int) -> list[Inbound]:
-        return list(self._in_by_sa.get(sa_id, {}).values())
 
     # -- wiring -----------------------------------------------------------------------------
 
@@ -262,26 +189,11 @@ class Datapath:
 
     # -- outbound: TUN → ESP -------------------------------------------------------------------
 
-    def _route(self, pkt: bytes) -> Outbound | None:
-        key = pkt[12:20]
-        try:
-            return self._flows[key]
-        except KeyError:
-            pass
-        src, dst = _ADDRS.unpack(key)
-        found = next((o for o in self._hosts.get(dst, ()) if src & o.lmask == o.lnet), None)
-        if found is None:
-            found = next((o for o in self._wide if dst & o.rmask == o.rnet and src & o.lmask == o.lnet), None)
-        if len(self._flows) > 65536:
-            self._flows.clear()
-        self._flows[key] = found
-        return found
-
     def _tun_readable(self) -> None:
         """TUN → ESP. Consecutive ESP packets of one size for one peer leave in one UDP GSO send (UDP_SEGMENT):
         the kernel then carries them through its stack (and any NAT) as one buffer and cuts them apart at
         the end, which costs much less than one send per packet."""
-        read, fd = os.read, self.tun_fd
+        read, fd, route = os.read, self.tun_fd, self.table.route
         vnet = self._gro is not None
         gso: _GsoBatch | None = None
         try:
@@ -304,7 +216,7 @@ class Datapath:
                     self.stats.drops["not-ipv4"] += 1
                     continue
                 self.stats.tun_packets += 1
-                out = self._route(pkt)
+                out = route(pkt)
                 if out is None:
                     self.stats.drops["no-sa-for-flow"] += 1
                     continue
@@ -383,7 +295,8 @@ class Datapath:
             self._end_batch()
 
     def _end_batch(self) -> None:
-        """After each drained batch: what the TUN coalescer holds goes out, DPD hears who was alive."""
+        """After each drained batch: what the TUN coalescer holds goes out, DPD hears who was alive, IKE hears
+        which NAT-T peers spoke from a new address (once per session, the last address seen)."""
         if self._gro is not None:
             for bufs in self._gro.flush():
                 self._tun_write(bufs)
@@ -391,6 +304,11 @@ class Datapath:
             for sa_id in self._alive:
                 self.on_inbound(sa_id)
         self._alive.clear()
+        if self._moved:
+            moved, self._moved = self._moved, {}
+            if self.on_peer_moved is not None:
+                for sa_id, addr in moved.items():
+                    self.on_peer_moved(sa_id, addr)
 
     def _udp_readable(self) -> None:
         if self.gro:
@@ -427,7 +345,7 @@ class Datapath:
     def _natt_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         kind, _ = classify_4500(data)
         if kind is DatagramKind.ESP:
-            self._esp_in(data, addr)
+            self._esp_in(data, addr, self.udp)
         elif kind is DatagramKind.INVALID:
             self.stats.drops["invalid-udp"] += 1
         else:
@@ -437,7 +355,7 @@ class Datapath:
         def handle(data: bytes, addr: tuple[str, int]) -> None:
             kind = classify_cisco_udp(data)
             if kind is DatagramKind.ESP:
-                self._esp_in(data, addr)
+                self._esp_in(data, addr, sock)
             elif kind is DatagramKind.KEEPALIVE:
                 self._keepalive_in(sock, addr)
             else:
@@ -447,11 +365,9 @@ class Datapath:
 
     def _keepalive_in(self, sock: socket.socket, addr: tuple[str, int]) -> None:
         """A keepalive tells the client's translated port before any ESP, if only one session could have sent it."""
-        waiting = [o for group in self._by_sa.values() for o in group if o.sock is sock and o.remote == (addr[0], 0)]
-        if waiting and len({o.sa_id for o in waiting}) == 1:
-            for o in waiting:
-                o.remote = addr
-            self._flows.clear()
+        waiting = {o.sa_id for o in self.table.outbound if o.sock is sock and o.remote == (addr[0], 0)}
+        if len(waiting) == 1:
+            self.table.learn_remote(waiting.pop(), sock, addr)
 
     def _raw_readable(self) -> None:
         assert self.raw is not None
@@ -459,9 +375,10 @@ class Datapath:
 
     def _raw_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
         ihl = (data[0] & 0x0F) * 4 if data else 0  # a raw socket hands us the IP header too
-        self._esp_in(data[ihl:], (addr[0], 0))
+        self._esp_in(data[ihl:], (addr[0], 0), None)
 
-    def _esp_in(self, data: bytes, addr: tuple[str, int]) -> None:
+    def _esp_in(self, data: bytes, addr: tuple[str, int], via: socket.socket | None) -> None:
+        """One ESP packet from `addr`, read from `via` (None: raw IP protocol 50)."""
         try:
             entry = self.inbound.get(peek_spi(data))
             if entry is None:
@@ -471,21 +388,17 @@ class Datapath:
         except EspError as e:
             self.stats.drops[e.kind] += 1
             return
+        if not entry.admits(inner):  # RFC 4301 5.2: a decrypted packet must match the SA's selectors
+            self.stats.drops["selector-mismatch"] += 1
+            return
         out = entry.outbound
-        if len(inner) < 20:
-            self.stats.drops["selector-mismatch"] += 1
-            return
-        src, dst = _ADDRS.unpack_from(inner, 12)
-        if src & out.rmask != out.rnet or dst & out.lmask != out.lnet:
-            # RFC 4301 5.2: a decrypted packet must match the SA's selectors.
-            self.stats.drops["selector-mismatch"] += 1
-            return
-        if out.sock is not None and addr[1] and addr != out.remote:
-            # NAT rebinding (RFC 3948), or IPsec over UDP learning the port: authenticated ESP says where the
-            # peer is now, for every SA of this session on this socket.
-            for o in self._by_sa.get(out.sa_id, ()):
-                if o.sock is out.sock:
-                    o.remote = addr
+        if addr != out.remote and via is not None and via is out.sock:
+            # Authenticated ESP from somewhere new. NAT-T: a NAT rebinding (RFC 3948) is IKE's to confirm, and
+            # its PortFloated moves the SA (update_remote). IPsec over UDP learns the peer's port right here.
+            if out.follows_ike:
+                self._moved[out.sa_id] = addr
+            else:
+                self.table.learn_remote(out.sa_id, via, addr)
         if not entry.seen_data:
             entry.seen_data = True
             if self.on_first_data is not None:

@@ -81,6 +81,12 @@ class IkeDriver:
             log.exception("IKE core failed on a datagram from %s", addr)
         self.flush()
 
+    def esp_peer_moved(self, sa_id: int, addr: tuple[str, int]) -> None:
+        """The data path saw authenticated NAT-T ESP from a new address: the core decides whether the peer moved
+        (its PortFloated then moves the data path's outbound SAs)."""
+        self.endpoint.esp_peer_moved(sa_id, addr, self.now())
+        self.flush()
+
     def flush(self) -> None:
         # Event handlers may call back into the core (a logout deletes an SA), so go round until quiet.
         for _ in range(8):

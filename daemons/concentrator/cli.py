@@ -76,7 +76,21 @@ def _sessions_text(r: dict[str, Any]) -> str:
                      f"{u['client'][:24]:<24} {u['bytes_tx']:>10} {u['bytes_rx']:>10}")
     if not r["remote_access"]:
         lines.append("  -- none --")
+    lines += _lockouts_text(r.get("lockouts") or [])
     return "\n".join(lines)
+
+
+def _lockouts_text(lockouts: list[dict[str, Any]]) -> list[str]:
+    """XAUTH lockouts under the sessions table, only when there are any."""
+    if not lockouts:
+        return []
+    lines = ["", "XAUTH Lockouts (natt-concentrator unlock clears them)",
+             f"{'Kind':<7} {'User / Address':<39} {'Failures':>8}  Until"]
+    for lo in lockouts:
+        until = ("an operator unlocks it" if lo["until"] is None
+                 else time.strftime("%b %d %H:%M:%S", time.localtime(lo["until"])))
+        lines.append(f"{lo['kind']:<7} {lo['key']:<39} {lo['failures']:>8}  {until}")
+    return lines
 
 
 @main.command()
@@ -131,6 +145,20 @@ def session(user: str, sock: str | None, config: str | None, as_json: bool) -> N
 def logout(user: str, sock: str | None, config: str | None, as_json: bool) -> None:
     """Log USER out (deletes the SAs and tells the client)."""
     emit(request(_path(sock, config), "logout", {"user": user}), as_json, lambda r: f"logged out {r['logged_out']}")
+
+
+@main.command()
+@click.argument("user", required=False)
+@click.option("--source", metavar="IP", help="the source address to unlock")
+@click.option("--all", "everything", is_flag=True, help="every user and address")
+@control_options
+def unlock(user: str | None, source: str | None, everything: bool, sock: str | None, config: str | None,
+           as_json: bool) -> None:
+    """Clear failed XAUTH logins and the lockout of USER and/or --source IP (or --all)."""
+    if everything == bool(user or source):
+        raise click.UsageError("name USER and/or --source IP, or give --all")
+    args: dict[str, Any] = {"all": True} if everything else {"user": user, "source": source}
+    emit(request(_path(sock, config), "unlock", args), as_json, lambda r: f"cleared {r['cleared']}")
 
 
 @main.command("log")

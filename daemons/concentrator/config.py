@@ -10,9 +10,10 @@ from typing import Any
 from natt.errors import UnsupportedAlgorithm
 from natt.ike import suites
 from natt.ike.config import ConcentratorPolicy, GroupPolicy, Timers
+from natt.ike.throttle import ThrottleSettings
 from natt.wire.constants import CISCO_UDP_PORT, NATT_PORT
 from natt_daemons.common.config import ConfigError, load_toml, optional, read_secret, require
-from natt_daemons.common.passwords import CachingVerifier, PasswordFormatError
+from natt_daemons.common.passwords import CachingVerifier, PasswordFormatError, dummy_hash, verify_unknown_user
 
 DEFAULT_SOCKET = "/run/natt/concentrator.sock"
 
@@ -58,6 +59,33 @@ def _udp_port(port: int, where: str) -> int:
     if not 4001 <= port <= 49151 or port == NATT_PORT:
         raise ConfigError(f"{where}: ipsec_over_udp_port {port} must be in 4001..49151 and not {NATT_PORT}")
     return port
+
+
+def _number(c: dict[str, Any], key: str, kind: type | tuple[type, ...], default: float, low: float, high: float,
+            where: str) -> Any:
+    value = optional(c, key, kind, default, where)
+    if isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(f"{where}: '{key}' must be a number in {low:g}..{high:g}, not {value!r}")
+    return value
+
+
+def _throttle(c: dict[str, Any], where: str) -> ThrottleSettings:
+    """Failed XAUTH logins: free failures, then a doubling wait, then a lockout (per user and per source)."""
+    d = ThrottleSettings()
+    real = (int, float)
+    backoff = float(_number(c, "xauth_backoff", real, d.backoff_base, 0.1, 3600, where))
+    backoff_max = float(_number(c, "xauth_backoff_max", real, d.backoff_max, 0.1, 86400, where))
+    if backoff_max < backoff:
+        raise ConfigError(f"{where}: 'xauth_backoff_max' ({backoff_max:g}) must not be below 'xauth_backoff' "
+                          f"({backoff:g})")
+    return ThrottleSettings(
+        free_failures=_number(c, "xauth_free_failures", int, d.free_failures, 0, 1000, where),
+        backoff_base=backoff,
+        backoff_max=backoff_max,
+        # 0: never lock out (backoff only); lockout_seconds 0: locked until 'natt-concentrator unlock'.
+        lockout_failures=_number(c, "xauth_lockout_failures", int, d.lockout_failures, 0, 100_000, where),
+        lockout_seconds=float(_number(c, "xauth_lockout_seconds", real, d.lockout_seconds, 0, 365 * 86400, where)),
+    )
 
 
 def _group(name: str, t: dict[str, Any], base: Path, p1_life: int, p2_life: int) -> GroupPolicy:
@@ -108,15 +136,18 @@ def load(path: str | Path) -> ConcentratorSettings:
             raise ConfigError(f"{path} [users] {u}: store a hash written by 'natt-concentrator passwd', not a password")
 
     verifier = CachingVerifier()
+    dummy_hash()  # made now, not on the first unknown user's login
 
     def verify(user: str, password: str) -> bool:
+        """Slow on purpose (scrypt): the daemon calls it on a worker thread. An unknown user, or a stored hash
+        that does not parse, costs one scrypt too, so that timing does not tell which users exist."""
         stored = users.get(user)
         if stored is None:
-            return False
+            return verify_unknown_user(password)
         try:
             return verifier.verify(user, stored, password)
         except PasswordFormatError:
-            return False
+            return verify_unknown_user(password)
 
     timers = Timers(
         keepalive_interval=float(optional(c, "keepalive_interval", (int, float), 20, where)),
@@ -131,6 +162,7 @@ def load(path: str | Path) -> ConcentratorSettings:
         phase2_lifetime=p2_life,
         session_limit=optional(c, "session_limit", int, 100, where),
         xauth_max_tries=optional(c, "xauth_max_tries", int, 3, where),
+        xauth_throttle=_throttle(c, where),
         modecfg_push=optional(c, "modecfg", str, "pull", where) == "push",
         version=optional(c, "version", str, "natt concentrator 0.1", where),
         timers=timers,

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from natt.crypto.dh import get_group
 from natt.events.ikelog import IkeLogger
 from natt.ike.endpoint import IkeEndpoint
-from natt.ike.events import ChildSaDown, ChildSaUp, IkeEvent, IkeSaDown, PortFloated
+from natt.ike.events import Cause, ChildSaDown, ChildSaUp, IkeEvent, IkeSaDown, PortFloated, XauthCheck
 from natt.ike.ikesa import IkeSA, State
 from natt_daemons.common import sdnotify
 from natt_daemons.common.control import ControlError, ControlServer
@@ -43,6 +46,11 @@ class Concentrator:
         self.started_wall = time.time()
         self.login_wall: dict[int, float] = {}
         self._routes: list[str] = []
+        # XAUTH password checks (scrypt, tens of ms each) run here, off the event loop. Two workers: a burst of
+        # logins queues rather than taking every core from the ESP path.
+        self._xauth_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="xauth")
+        self._xauth_checks: set[asyncio.Future[bool]] = set()
+        self._stopping = False
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -62,7 +70,8 @@ class Concentrator:
         raw = raw_esp(s.address)
         self.datapath = Datapath(self.tun.fd, udp, raw, on_ike=self.driver.feed, on_first_data=self._first_data,
                                  on_inbound=lambda sa_id: self.endpoint.note_inbound_traffic(sa_id, loop.time()),
-                                 vnet_hdr=self.tun.vnet_hdr)
+                                 vnet_hdr=self.tun.vnet_hdr,
+                                 on_peer_moved=self.driver.esp_peer_moved)
         self.datapath.start(loop)
         self._open_ipsec_over_udp(loop)
         self._register_commands()
@@ -91,6 +100,11 @@ class Concentrator:
 
     async def shutdown(self) -> None:
         sdnotify.stopping()
+        # No verdict may reach the core once the SAs go: drop the queued checks (a running scrypt finishes alone).
+        self._stopping = True
+        for check in list(self._xauth_checks):
+            check.cancel()
+        self._xauth_pool.shutdown(wait=False, cancel_futures=True)
         now = asyncio.get_running_loop().time()
         for sa in list(self.endpoint.sas.values()):
             self.endpoint.delete_sa(sa.id, now, "concentrator shutting down")
@@ -120,6 +134,8 @@ class Concentrator:
         self.settings.policy = new.policy
         self.settings.users = new.users
         self.endpoint.policy = new.policy
+        # New throttle limits apply at once; the failures and lockouts counted so far stay.
+        self.endpoint.throttle.settings = new.policy.xauth_throttle
         if self.datapath is not None:
             self._open_ipsec_over_udp(asyncio.get_running_loop())
         log.info("configuration reloaded (nat_traversal=%s)", new.policy.nat_traversal)
@@ -128,11 +144,15 @@ class Concentrator:
 
     def _on_event(self, event: IkeEvent) -> None:
         sa = self.endpoint.sas.get(event.sa_id)
-        self.events.record(event, time.time(), sa)
+        self.events.record(event, time.time(), sa, core_now=asyncio.get_running_loop().time())
         dp = self.datapath
         assert dp is not None
         if isinstance(event, ChildSaUp) and sa is not None:
-            dp.install(event, sa.peer)
+            if not dp.admit(event, sa.peer):
+                # The SA table refuses a child whose inner address another session owns: this session ends.
+                self.endpoint.delete_sa(sa.id, asyncio.get_running_loop().time(), "selector conflict",
+                                        Cause.SELECTOR_REFUSED)
+                return
             self.login_wall.setdefault(sa.id, time.time())
         elif isinstance(event, ChildSaDown):
             dp.remove(event.inbound_spi)
@@ -140,6 +160,30 @@ class Concentrator:
             dp.update_remote(sa.id, sa.remote)
         elif isinstance(event, IkeSaDown):
             self.login_wall.pop(event.sa_id, None)
+        elif isinstance(event, XauthCheck):
+            self._check_xauth(event)
+
+    def _check_xauth(self, event: XauthCheck) -> None:
+        """The password check runs on a worker; its verdict goes back to the core on the loop's thread."""
+        loop = asyncio.get_running_loop()
+        check = loop.run_in_executor(self._xauth_pool, self.settings.policy.verify_user, event.user, event.password)
+        self._xauth_checks.add(check)
+        check.add_done_callback(functools.partial(self._xauth_done, event.ticket))
+
+    def _xauth_done(self, ticket: int, check: asyncio.Future[bool]) -> None:
+        self._xauth_checks.discard(check)
+        if check.cancelled() or self._stopping:
+            return
+        error = check.exception()
+        if error is not None:
+            # The type only: a message could quote what it was given, and that includes the password.
+            log.error("XAUTH check (ticket %d) failed with %s; refusing the login", ticket, type(error).__name__)
+        ok = error is None and check.result() is True
+        assert self.driver is not None
+        try:
+            self.endpoint.xauth_verdict(ticket, ok, asyncio.get_running_loop().time())
+        finally:
+            self.driver.flush()
 
     def _first_data(self, entry: Inbound) -> None:
         self.events.first_data(entry.esp.spi, entry.sa_id, time.time())
@@ -157,10 +201,12 @@ class Concentrator:
         c.command("log", self._cmd_log)
         c.stream("log-follow", self._stream_log)
         c.command("status", self._cmd_status)
+        c.command("unlock", self._cmd_unlock)
 
     async def _cmd_sessions(self, args: dict[str, Any]) -> Any:
         assert self.datapath
-        return views.sessions(self.endpoint, self.datapath, self.login_wall, self.settings, time.time())
+        return views.sessions(self.endpoint, self.datapath, self.login_wall, self.settings, time.time(),
+                              asyncio.get_running_loop().time())
 
     async def _cmd_session(self, args: dict[str, Any]) -> Any:
         assert self.datapath
@@ -190,6 +236,7 @@ class Concentrator:
 
     async def _cmd_status(self, args: dict[str, Any]) -> Any:
         assert self.datapath
+        core_now = asyncio.get_running_loop().time()
         return {
             "address": self.settings.address,
             "nat_traversal": self.settings.policy.nat_traversal,
@@ -198,7 +245,28 @@ class Concentrator:
             "datapath_drops": dict(self.datapath.stats.drops),
             "datapath": self.datapath.counters(),
             "uptime": int(time.time() - self.started_wall),
+            "xauth_backoff": self.endpoint.throttle.status(core_now)["backoff"],
+            "xauth_lockouts": views.lockouts(self.endpoint.throttle, core_now, time.time()),
         }
+
+    async def _cmd_unlock(self, args: dict[str, Any]) -> Any:
+        """Clear failed XAUTH logins and lockouts: of a user, a source address, both, or (all: true) everyone."""
+        user = str(args["user"]) if args.get("user") else None
+        source = _address(args["source"]) if args.get("source") else None
+        everything = args.get("all") is True
+        if everything == (user is not None or source is not None):
+            raise ControlError("name a user and/or a source address, or ask for all")
+        cleared = self.endpoint.throttle.clear(user, source)
+        self.events.unlocked(time.time(), user, source, cleared)
+        log.info("XAUTH unlock (user=%s, source=%s, all=%s): %d cleared", user, source, everything, cleared)
+        return {"cleared": cleared}
+
+
+def _address(value: object) -> str:
+    try:
+        return str(ipaddress.ip_address(str(value)))
+    except ValueError as e:
+        raise ControlError(f"source {value!r} is not an IP address") from e
 
 
 def serve(config: str) -> int:

@@ -7,6 +7,7 @@ from typing import Any
 from natt.esp.transforms import make_transform
 from natt.ike.endpoint import IkeEndpoint
 from natt.ike.ikesa import IkeSA, State
+from natt.ike.throttle import LoginThrottle
 from natt_daemons.common.datapath import Datapath
 from natt_daemons.concentrator.config import ConcentratorSettings
 
@@ -37,8 +38,15 @@ def _encryption(sa: IkeSA) -> str:
     return sa.cipher.name if sa.cipher else ""
 
 
+def lockouts(throttle: LoginThrottle, core_now: float, now: float) -> list[dict[str, Any]]:
+    """Current XAUTH lockouts, their end on the wall clock `now` is on (None: until an operator unlocks)."""
+    return [{"kind": lo.kind, "key": lo.key, "failures": lo.failures,
+             "until": None if lo.until is None else now + (lo.until - core_now)}
+            for lo in throttle.lockouts(core_now)]
+
+
 def sessions(ep: IkeEndpoint, dp: Datapath, login: dict[int, float], settings: ConcentratorSettings,
-             now: float) -> dict[str, Any]:
+             now: float, core_now: float) -> dict[str, Any]:
     rows = []
     for sa in ep.sas.values():
         if sa.state is not State.ESTABLISHED or not sa.user:
@@ -70,6 +78,7 @@ def sessions(ep: IkeEndpoint, dp: Datapath, login: dict[int, float], settings: C
             "total_cumulative": ep.total_sessions,
         },
         "remote_access": rows,
+        "lockouts": lockouts(ep.throttle, core_now, now),
     }
 
 

@@ -174,6 +174,20 @@ def bring_up(prefix: str, templates: Path, out=print) -> Scenario:
     return sc
 
 
+@contextlib.contextmanager
+def seed_lab(tag: str, templates: Path = CONFIGS_DIR) -> Iterator[Scenario]:
+    """bring_up under a fresh prefix (`<tag><6 hex>-`), quietly; stopped and removed on exit, whatever happened."""
+    prefix = f"{tag}{secrets.token_hex(3)}-"
+    sc = None
+    try:
+        sc = bring_up(prefix, templates, out=lambda *_: None)
+        yield sc
+    finally:
+        if sc is not None:
+            sc.stop()
+        tear_down(prefix)
+
+
 def _cli(program: str, sc: Scenario, name: str, *args: str) -> str:
     """What the operator would type, run for real, so the printout is the CLI's own."""
     import subprocess

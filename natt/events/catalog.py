@@ -25,6 +25,7 @@ import functools
 import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -354,10 +355,13 @@ NAT_DETECTED = _natt("NAT_DETECTED", _C.NAT, 513, 5,
                      "This end {local} behind a NAT device")
 PORT_FLOATED = _natt("PORT_FLOATED", _C.NAT, 514, 5,
                      "IKE moved to the NAT-T ports: local UDP {local_port}, remote UDP {remote_port}")
+PEER_REBOUND = _natt("PEER_REBOUND", _C.NAT, 532, 4,
+                     "NAT mapping changed: peer now at {address} UDP {remote_port}, learned from an authenticated "
+                     "{via}; IKE and ESP follow")
 
 # ---- sessions and address pool -----------------------------------------------------------------------------
 SESSION_LIMIT_REACHED = _natt("SESSION_LIMIT_REACHED", _C.IKE, 515, 3,
-                              "Session refused: the concurrent sessions limit ({limit}) is reached")
+                              "Session refused: the concurrent sessions limit is reached ({detail})")
 ADDRESS_POOL_EXHAUSTED = _natt("ADDRESS_POOL_EXHAUSTED", _C.IKE, 516, 3,
                                "No address for user [{user}]: address pool {pool} is exhausted")
 ADDRESS_ASSIGNED = _natt("ADDRESS_ASSIGNED", _C.IKE, 517, 4, "Assigned address {address} to user [{user}]")
@@ -369,10 +373,12 @@ IKE_SA_DELETED = _natt("IKE_SA_DELETED", _C.IKE, 519, 4, "IKE SA deleted: {reaso
 IPSEC_SA_DELETED = _natt("IPSEC_SA_DELETED", _C.IKE, 520, 5,
                          "IPSec SA deleted (Inbound SPI = 0x{inbound_spi:x}, Outbound SPI = 0x{outbound_spi:x}): "
                          "{reason}")
+# The causes below are typed (natt.ike.events.Cause); counts and names that only the reason text carries are
+# shown as that text ({detail}), never parsed out of it.
 DPD_TIMEOUT = _natt("DPD_TIMEOUT", _C.DPD, 521, 3,
-                    "Peer did not answer {count} DPD R-U-THERE requests: the tunnel is declared dead")
+                    "Peer did not answer DPD R-U-THERE requests: the tunnel is declared dead ({detail})")
 PEER_NOT_RESPONDING = _natt("PEER_NOT_RESPONDING", _C.IKE, 522, 3,
-                            "No answer from {peer} after {tries} transmissions of the {exchange} message; giving up")
+                            "No answer from {peer} after the last retransmission; giving up ({detail})")
 RETRANSMITTING = _natt("RETRANSMITTING", _C.IKEDBG, 523, 7,
                        "Retransmitting the last {exchange} message (msgid={msgid:x}), attempt {attempt}")
 CONNECTION_TERMINATED = _natt("CONNECTION_TERMINATED", _C.CM, 524, 4, "Connection terminated: {reason}")
@@ -381,6 +387,22 @@ DIAGNOSIS = _natt("DIAGNOSIS", _C.IKE, 525, 3, "{text}")
 IPSEC_OVER_UDP = _natt("IPSEC_OVER_UDP", _C.NAT, 526, 5,
                        "IPSec over UDP negotiated: ESP in UDP on port {port} (the client's port is learnt from its "
                        "first ESP packet)")
+
+# ---- refusals and failed logins ------------------------------------------------------------------------------
+# A message that is not malformed but was refused all the same (unknown group, selectors not authorised, ...).
+EXCHANGE_REFUSED = _natt("EXCHANGE_REFUSED", _C.IKE, 527, 3, "Refused a message from {peer} ({notify}): {detail}")
+# Frequent under attack or with a confused peer: debug detail, counted but not kept at the default severity.
+MESSAGE_REFUSED = _natt("MESSAGE_REFUSED", _C.IKEDBG, 528, 6,
+                        "Dropped a {exchange} message in state {state} before processing it ({kind}): {cause}")
+# until: lockout_until() ("until 10/20/2002 20:37:42 UTC" or "until an administrator unlocks it").
+XAUTH_USER_LOCKED = _natt("XAUTH_USER_LOCKED", _C.AUTH, 529, 3,
+                          "User [{username}] locked out after {failures} failed XAUTH attempts, {until}")
+XAUTH_SOURCE_LOCKED = _natt("XAUTH_SOURCE_LOCKED", _C.AUTH, 530, 3,
+                            "Address {address} locked out after {failures} failed XAUTH attempts, {until}")
+# The audit line of 'natt-concentrator unlock': what: unlock_scope().
+XAUTH_UNLOCKED = _natt("XAUTH_UNLOCKED", _C.AUTH, 531, 4,
+                       "Administrator cleared the XAUTH failure counts and lockouts of {what}: {cleared} cleared",
+                       shows_peer=False)
 
 
 def _collect() -> dict[str, Message]:
@@ -466,3 +488,21 @@ def tunnel_scope(group: str | None, user: str | None) -> str | None:
     if user is not None:
         parts.append(f"User [{user}]")
     return " ".join(parts) or None
+
+
+def lockout_until(until: float | None) -> str:
+    """The end of an XAUTH lockout, in the log's clock (UTC epoch seconds; None: no end)."""
+    if until is None:
+        return "until an administrator unlocks it"
+    stamp = datetime.fromtimestamp(round(until), UTC)
+    return f"until {stamp:%m/%d/%Y %H:%M:%S} UTC"
+
+
+def unlock_scope(user: str | None, source: str | None) -> str:
+    """What an operator's unlock named: "user [bob] and address 192.0.2.1", or "every user and address"."""
+    parts = []
+    if user is not None:
+        parts.append(f"user [{user}]")
+    if source is not None:
+        parts.append(f"address {source}")
+    return " and ".join(parts) or "every user and address"

@@ -14,6 +14,7 @@ from natt.events.model import LogEntry
 from natt.events.render import render_client, render_concentrator, render_json
 from natt.events.store import EventLog
 from natt.ike import events as E
+from natt.ike.events import Cause
 from natt.ike.ikesa import IkeSA
 from natt.wire.constants import (
     EXCHANGE_NAMES,
@@ -44,6 +45,17 @@ _FAILURES = {
     NotifyType.AUTHENTICATION_FAILED: C.AUTH_FAILED,
     NotifyType.NO_PROPOSAL_CHOSEN: C.PROPOSAL_REFUSED,
 }
+# ExchangeFailed causes worded by one catalogue entry with the _failure_fields; the rest have their own handling
+# in _on_ExchangeFailed, or are EXCHANGE_REFUSED (refused, though not malformed).
+_BY_CAUSE = {
+    Cause.AUTH_FAILED: C.AUTH_FAILED,
+    Cause.NO_PROPOSAL: C.PROPOSAL_REFUSED,
+    Cause.MALFORMED: C.DECODE_ERROR,
+    Cause.UNDECRYPTABLE: C.DECODE_ERROR,
+    Cause.OTHER: C.DECODE_ERROR,
+}
+# Causes that belong to one phase whatever the reason text says.
+_CAUSE_PHASE = {Cause.AUTH_FAILED: 1, Cause.UNKNOWN_GROUP: 1, Cause.SESSION_LIMIT: 1, Cause.SELECTOR_REFUSED: 2}
 
 
 def _client_payloads(types: tuple[int, ...], notifies: tuple[int, ...], encrypted: bool) -> str:
@@ -71,6 +83,7 @@ class IkeLogger:
         self.log = EventLog(capacity, reveal_secrets=reveal_secrets, max_severity=max_severity)
         self._children_up: dict[int, int] = {}
         self._attempted: set[int] = set()
+        self._core_now: float | None = None
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -86,10 +99,21 @@ class IkeLogger:
         """Whether `msg` would be kept: lets a handler skip building fields the log would drop."""
         return msg.severity <= self.log.max_severity
 
-    def record(self, event: E.IkeEvent, now: float, sa: IkeSA | None) -> None:
+    def record(self, event: E.IkeEvent, now: float, sa: IkeSA | None, *, core_now: float | None = None) -> None:
+        """Log what `event` says. `now` is the log's clock (epoch seconds); `core_now` the time the core was
+        given with the call that produced the event, to place core times (a lockout's end) on the log's clock.
+        Without it the two clocks are taken to be one."""
         handler = getattr(self, f"_on_{type(event).__name__}", None)
         if handler is not None:
+            self._core_now = core_now
             handler(event, now, sa)
+
+    def _log_time(self, core_time: float, now: float) -> float:
+        return core_time if self._core_now is None else now + (core_time - self._core_now)
+
+    def unlocked(self, now: float, user: str | None, source: str | None, cleared: int) -> None:
+        """The audit line of an operator's unlock (natt-concentrator unlock)."""
+        self.log.emit(C.XAUTH_UNLOCKED, now, what=C.unlock_scope(user, source), cleared=cleared)
 
     def first_data(self, spi: int, sa_id: int, now: float) -> None:
         if self.role == "concentrator":
@@ -150,6 +174,10 @@ class IkeLogger:
         self.log.emit(msg, now, e.peer, remote=C.nat_word(e.remote_behind_nat), local=C.nat_word(e.local_behind_nat))
 
     def _on_PortFloated(self, e: E.PortFloated, now: float, sa: IkeSA | None) -> None:
+        if e.rebind:
+            self._emit(C.PEER_REBOUND, now, e.peer, sa, scoped=True, address=e.remote_address or e.peer,
+                       remote_port=e.remote_port, via="ESP packet" if e.by_esp else "IKE message")
+            return
         self.log.emit(C.PORT_FLOATED, now, e.peer, local_port=e.local_port, remote_port=e.remote_port)
 
     def _on_WeakAlgorithm(self, e: E.WeakAlgorithm, now: float, sa: IkeSA | None) -> None:
@@ -263,8 +291,8 @@ class IkeLogger:
                       reason=e.reason)
 
     def _on_IkeSaDown(self, e: E.IkeSaDown, now: float, sa: IkeSA | None) -> None:
-        if e.reason.startswith("DPD"):
-            self.log.emit(C.DPD_TIMEOUT, now, e.peer, count=e.reason.split()[-2] if " " in e.reason else 0)
+        if e.cause is Cause.DPD_TIMEOUT:
+            self.log.emit(C.DPD_TIMEOUT, now, e.peer, detail=_detail(e.reason, e.cause))
         self.log.emit(C.IKE_SA_DELETED, now, e.peer, reason=e.reason)
         if self.role == "client":
             self.log.emit(C.KEYS_DELETED, now)
@@ -272,21 +300,32 @@ class IkeLogger:
             self._children_up.pop(e.sa_id, None)
 
     def _on_ExchangeFailed(self, e: E.ExchangeFailed, now: float, sa: IkeSA | None) -> None:
-        msg = C.DECODE_ERROR
-        if e.notify == NotifyType.AUTHENTICATION_FAILED and "XAUTH" not in e.reason:
-            msg = C.AUTH_FAILED
-        elif e.notify == NotifyType.NO_PROPOSAL_CHOSEN and "session limit" in e.reason:
-            self.log.emit(C.SESSION_LIMIT_REACHED, now, e.peer, limit=e.reason.split()[2])
-            return
-        elif e.notify == NotifyType.NO_PROPOSAL_CHOSEN:
-            msg = C.PROPOSAL_REFUSED
-        elif "no answer" in e.reason:
-            self.log.emit(C.PEER_NOT_RESPONDING, now, e.peer, tries=0, exchange=e.reason.removeprefix("no answer to "))
-            return
-        elif "exhausted" in e.reason:
-            self.log.emit(C.ADDRESS_POOL_EXHAUSTED, now, e.peer, user=sa.user if sa else "", pool=e.reason.split()[2])
-            return
-        self.log.emit(msg, now, e.peer, **_failure_fields(e.notify, e.reason))
+        detail = _detail(e.reason, e.cause)
+        if e.cause in (Cause.XAUTH_FAILED, Cause.XAUTH_THROTTLED):
+            self.log.emit(C.XAUTH_FAILED, now, e.peer, user=sa.user if sa and sa.user else "", reason=detail)
+        elif e.cause is Cause.SESSION_LIMIT:
+            self.log.emit(C.SESSION_LIMIT_REACHED, now, e.peer, detail=detail)
+        elif e.cause is Cause.RETRANSMIT_TIMEOUT:
+            self.log.emit(C.PEER_NOT_RESPONDING, now, e.peer, detail=detail)
+        elif e.cause is Cause.POOL_EXHAUSTED:
+            pool = sa.group.pool if sa is not None and sa.group is not None else "of the group"
+            self.log.emit(C.ADDRESS_POOL_EXHAUSTED, now, e.peer, user=sa.user if sa and sa.user else "", pool=pool)
+        else:
+            self.log.emit(_BY_CAUSE.get(e.cause, C.EXCHANGE_REFUSED), now, e.peer,
+                          **_failure_fields(e.notify, detail, phase=_CAUSE_PHASE.get(e.cause)))
+
+    def _on_MessageRefused(self, e: E.MessageRefused, now: float, sa: IkeSA | None) -> None:
+        # Emitted even when filtered (cheap fields): the log then still counts them (RPT).
+        self._emit(C.MESSAGE_REFUSED, now, e.peer, sa, scoped=True, exchange=EXCHANGE_NAMES.get(e.exchange, e.exchange),
+                   state=e.state, kind=e.kind, cause=e.cause.value)
+
+    def _on_XauthLockout(self, e: E.XauthLockout, now: float, sa: IkeSA | None) -> None:
+        until = None if e.until is None else self._log_time(e.until, now)
+        fields: dict[str, Any] = {"failures": e.failures, "until": C.lockout_until(until), "until_time": until}
+        if e.kind == "user":
+            self.log.emit(C.XAUTH_USER_LOCKED, now, e.peer, username=e.key, **fields)
+        else:
+            self.log.emit(C.XAUTH_SOURCE_LOCKED, now, e.peer, address=e.key, **fields)
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -335,6 +374,15 @@ def _notify_decode_name(code: int) -> str:
     return f"{special.get(code, notify_name(code))} ({code})"
 
 
-def _failure_fields(notify: int | None, reason: str) -> dict[str, Any]:
-    return {"phase": 2 if "phase 2" in reason.lower() or "Quick Mode" in reason else 1, "reason": reason,
-            "notify": notify_name(notify) if notify is not None else "error", "detail": reason}
+def _failure_fields(notify: int | None, reason: str, *, phase: int | None = None) -> dict[str, Any]:
+    """Fields of the failure templates. The phase is the caller's when it knows it (from the cause); only
+    without it is it guessed from the text."""
+    if phase is None:
+        phase = 2 if "phase 2" in reason.lower() or "Quick Mode" in reason else 1
+    return {"phase": phase, "reason": reason, "notify": notify_name(notify) if notify is not None else "error",
+            "detail": reason}
+
+
+def _detail(reason: str, cause: Cause) -> str:
+    """What a failure's message shows: the core's own words, or the cause's when it gave none."""
+    return reason or cause.value

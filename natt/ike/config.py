@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from natt.ike.throttle import ThrottleSettings
 from natt.wire.constants import (
     CISCO_UDP_PORT,
     AuthAlgorithm,
@@ -122,6 +123,7 @@ class ConcentratorPolicy:
     phase2_lifetime: int = 28800
     session_limit: int = 100
     xauth_max_tries: int = 3
+    xauth_throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
     modecfg_push: bool = False
     version: str = "natt concentrator 0.1"
     timers: Timers = field(default_factory=Timers)

@@ -14,30 +14,55 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import hmac
 import os
 from collections import Counter, deque
 from collections.abc import Callable
+from dataclasses import replace
 
 from natt.errors import (
     AuthenticationFailed,
     DecodeError,
     DecryptionError,
+    InvalidHashInformation,
+    InvalidIdInformation,
     NattError,
+    NoProposalChosen,
+    PoolExhausted,
     ProtocolError,
+    SessionLimitReached,
     UnexpectedMessage,
+    XauthFailed,
 )
-from natt.ike import info, phase1, quick, transaction
+from natt.ike import info, phase1, quick, rules, transaction
 from natt.ike.config import ClientProfile, ConcentratorPolicy, GroupPolicy
+from natt.ike.context import Task
 from natt.ike.events import (
+    Cause,
     ExchangeFailed,
     IkeEvent,
     IkeSaDown,
     KeepaliveReceived,
     MessageReceived,
+    MessageRefused,
     MessageSent,
+    PortFloated,
+    XauthCheck,
 )
-from natt.ike.ikesa import PHASE1_STATES, Datagram, IkeSA, Retransmit, Role, State
+from natt.ike.ikesa import (
+    AFTER_PHASE1_STATES,
+    PHASE1_STATES,
+    Datagram,
+    IkeSA,
+    InitiatorHold,
+    ResponderHold,
+    Retransmit,
+    Role,
+    State,
+)
 from natt.ike.pool import AddressPool
+from natt.ike.rules import Kind
+from natt.ike.throttle import LoginThrottle, ThrottleSettings
 from natt.wire.constants import (
     HEADER_LEN,
     IKE_PORT,
@@ -47,7 +72,7 @@ from natt.wire.constants import (
     ExchangeType,
     notify_name,
 )
-from natt.wire.message import Header, Message
+from natt.wire.message import Header
 from natt.wire.payloads import Notify, Payload
 
 ZERO_COOKIE = bytes(8)
@@ -91,6 +116,12 @@ class IkeEndpoint:
         self._timer_heap: list[tuple[float, int]] = []
         self._due: dict[int, float] = {}
         self._by_remote: dict[tuple[str, int], int] = {}  # NAT keepalive source → SA id (a cache)
+        # Aggressive Mode naming an unknown group is answered as a known one would be, under a key derived from
+        # this per-start secret that nobody holds: no group-name oracle (the VPN 3000's 2005 advisory).
+        self._decoy_key = rng(32)
+        self.throttle = LoginThrottle(policy.xauth_throttle if policy is not None else ThrottleSettings())
+        self._tickets: dict[int, int] = {}  # XAUTH credential checks under way: ticket → SA id
+        self._next_ticket = 1
 
     # -- the I/O side's calls --------------------------------------------------------------
 
@@ -101,7 +132,7 @@ class IkeEndpoint:
         self._plain_ports.add(port)  # an initiator may start IKE from any source port
         sa = self._new_sa(Role.INITIATOR, self.rng(8), ZERO_COOKIE, (self.local_address, port),
                           (profile.peer, IKE_PORT))
-        sa.profile = profile
+        sa.initiator = InitiatorHold(profile)
         sa.mode = profile.mode
         phase1.start(self, sa)
         self._schedule(sa)
@@ -174,16 +205,39 @@ class IkeEndpoint:
             self._due[sa.id] = when
             heapq.heappush(self._timer_heap, (when, sa.id))
 
-    def delete_sa(self, sa_id: int, now: float, reason: str = "administrator request") -> None:
+    def delete_sa(self, sa_id: int, now: float, reason: str = "administrator request",
+                  cause: Cause = Cause.ADMIN) -> None:
         """Tell the peer (delete notifies for every child and the IKE SA), then forget the SA."""
         self.now = now
         sa = self.sas.get(sa_id)
         if sa is None:
             return
-        if sa.state not in (State.START, State.DELETED) and sa.enc_key and sa.p1_last_block:
+        if sa.state in AFTER_PHASE1_STATES and sa.enc_key and sa.p1_last_block:
             info.send_delete_all(self, sa)
-        self.remove_sa(sa, reason)
+        self.remove_sa(sa, reason, cause)
         self._schedule(sa)
+
+    def xauth_verdict(self, ticket: int, ok: bool, now: float) -> None:
+        """The daemon checked the credentials of an XauthCheck event (off its loop): go on with that SA."""
+        self.now = now
+        sa = self.sas.get(self._tickets.pop(ticket, 0))
+        if sa is None or sa.responder is None or sa.responder.xauth_ticket != ticket or \
+                sa.state is not State.XAUTH_CHECKING:
+            self.stats["xauth-verdict-stale"] += 1
+            return
+        sa.responder.xauth_ticket = None
+        transaction.XAUTH.verdict(self, sa, ok)
+        self._schedule(sa)
+
+    def esp_peer_moved(self, sa_id: int, remote: tuple[str, int], now: float) -> None:
+        """Authenticated ESP (ICV and anti-replay passed) came from a new address or port: the NAT mapping changed
+        (RFC 3948). The responder's one record of where the peer is moves, for IKE and ESP alike; an initiator
+        never follows (RFC 3947 7)."""
+        self.now = now
+        sa = self.sas.get(sa_id)
+        if sa is None or sa.role is not Role.RESPONDER or not sa.udp_encap or remote == sa.remote:
+            return
+        self._move_peer(sa, remote, self.natt_port, by_esp=True)
 
     def note_inbound_traffic(self, sa_id: int, now: float) -> None:
         """ESP arrived for this SA: the peer is alive, no DPD needed (RFC 3706 5.5)."""
@@ -193,6 +247,9 @@ class IkeEndpoint:
 
     def active_sessions(self) -> list[IkeSA]:
         return [sa for sa in self.sas.values() if sa.state not in (State.DELETED,)]
+
+    def sessions_of(self, user: str) -> list[IkeSA]:
+        return [sa for sa in self.sas.values() if sa.user == user and sa.state is not State.DELETED]
 
     # -- services for the exchange modules -------------------------------------------------
 
@@ -256,6 +313,34 @@ class IkeEndpoint:
     def queue(self, datagram: Datagram) -> None:
         self._out.append(datagram)
 
+    def group_for(self, identity: str) -> tuple[GroupPolicy, bool]:
+        """The group an Aggressive Mode ID names, or a decoy (True) that answers like the first group would, under
+        a key derived from a per-start secret: an unknown name costs and looks the same as a known one, and its
+        HASH_R says nothing about any real key."""
+        assert self.policy is not None
+        group = self.policy.groups.get(identity)
+        if group is not None:
+            return group, False
+        template = next(iter(self.policy.groups.values()))
+        key = hmac.new(self._decoy_key, identity.encode("utf-8", "replace"), hashlib.sha256).digest()
+        return replace(template, name=identity, psk=key), True
+
+    def check_credentials(self, sa: IkeSA, user: str, password: str) -> None:
+        """Hand an XAUTH answer to the daemon to check; xauth_verdict brings the answer back."""
+        ticket = self._next_ticket
+        self._next_ticket += 1
+        self._tickets[ticket] = sa.id
+        assert sa.responder is not None
+        sa.responder.xauth_ticket = ticket
+        sa.state = State.XAUTH_CHECKING
+        self.emit(XauthCheck(sa.id, sa.peer, ticket, user, password))
+
+    def session_established(self, sa: IkeSA) -> None:
+        """Phase 1 (and XAUTH) complete: the SA counts as a session."""
+        self.total_sessions += 1
+        self.established_count += 1
+        self.peak_sessions = max(self.peak_sessions, self.established_count)
+
     def pool_for(self, group: GroupPolicy) -> AddressPool:
         pool = self.pools.get(group.name)
         if pool is None:
@@ -265,27 +350,24 @@ class IkeEndpoint:
     def register_cookies(self, sa: IkeSA) -> None:
         self._by_cookies[(sa.icookie, sa.rcookie)] = sa
 
-    def remove_sa(self, sa: IkeSA, reason: str) -> None:
+    def remove_sa(self, sa: IkeSA, reason: str, cause: Cause = Cause.OTHER) -> None:
         if sa.state is State.DELETED:
             return
         for child in list(sa.children.values()):
-            quick.child_down(self, sa, child, reason)
+            quick.child_down(self, sa, child, reason, cause)
         if sa.established_at is not None:
             self.established_count -= 1
         sa.state = State.DELETED
         sa.delete_reason = reason
         if sa.role is Role.RESPONDER and sa.assigned_address and sa.group:
             self.pool_for(sa.group).release(sa.assigned_address)
+        if sa.responder is not None and sa.responder.xauth_ticket is not None:
+            self._tickets.pop(sa.responder.xauth_ticket, None)
         self.sas.pop(sa.id, None)
         self._due.pop(sa.id, None)
         self._by_cookies.pop((sa.icookie, sa.rcookie), None)
-        for key, other in list(self._half_open.items()):
-            if other is sa:
-                del self._half_open[key]
-        self.emit(IkeSaDown(sa.id, sa.peer, reason))
-
-    def refuse(self, sa: IkeSA | None, remote: tuple[str, int], err: NattError, *, fatal: bool) -> None:
-        self._refused(sa, remote, err, fatal=fatal)
+        self.phase1_done(sa)
+        self.emit(IkeSaDown(sa.id, sa.peer, reason, cause))
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -310,15 +392,14 @@ class IkeEndpoint:
             if known is not None:
                 return known
             return self._new_responder_sa(header, remote)
-        # A responder's first reply: our initiator SA is still filed under a zero rcookie.
+        # A responder's first reply: our initiator SA is still filed under a zero rcookie. It takes the
+        # responder's cookie only once that reply has been accepted (_receive_for).
         pending = self._by_cookies.get((header.icookie, ZERO_COOKIE))
         if pending is not None and pending.role is Role.INITIATOR:
-            del self._by_cookies[(header.icookie, ZERO_COOKIE)]
-            pending.rcookie = header.rcookie
-            self.register_cookies(pending)
             return pending
         self.stats["INVALID-COOKIE"] += 1
-        self.emit(ExchangeFailed(0, remote[0], "message for an unknown IKE SA (cookies)", None, False))
+        self.emit(ExchangeFailed(0, remote[0], "message for an unknown IKE SA (cookies)", None, False,
+                                 Cause.UNKNOWN_SA))
         return None
 
     def _new_responder_sa(self, header: Header, remote: tuple[str, int]) -> IkeSA | None:
@@ -326,12 +407,16 @@ class IkeEndpoint:
             self.stats["not-a-responder"] += 1
             return None
         sa = self._new_sa(Role.RESPONDER, header.icookie, self.rng(8), (self.local_address, self.ike_port), remote)
+        sa.responder = ResponderHold()
         sa.mode = "aggressive" if header.exchange == ExchangeType.AGGRESSIVE else "main"
         self._half_open[(header.icookie, remote)] = sa
+        sa.first_remote = remote
         return sa
 
     def _receive_for(self, sa: IkeSA, header: Header, data: bytes, remote: tuple[str, int],
                      local_port: int) -> None:
+        """Authenticate, then commit: the table, decryption, parsing and the HASH come first; only a message that
+        passed them all moves the IV chain, retransmission state, liveness or the peer's address."""
         cached = sa.replies.get(_digest(data))
         if cached is not None:
             # A retransmitted request: answer with the same reply, do not process it again.
@@ -339,54 +424,94 @@ class IkeEndpoint:
             self.emit(MessageSent(sa.id, sa.peer, header.exchange, (), True, header.message_id,
                                   cached.remote[1], retransmit=True))
             return
+        # 1. The header alone may rule it out (no decryption for a message this state never takes).
+        early = rules.could_accept(sa, header.exchange, header.encrypted)
+        if early is not None:
+            self._not_allowed(sa, remote, header, early)
+            return
+        if header.exchange in (ExchangeType.AGGRESSIVE, ExchangeType.IDENTITY_PROTECTION) and \
+                sa.state is not State.START and remote[0] != sa.remote[0]:
+            self._not_allowed(sa, remote, header, rules.header_kind(sa, header.exchange, header.encrypted))
+            return
+        # 2. Decrypt with a candidate IV and decode: nothing is kept yet.
         try:
-            msg = sa.open(header, data)
+            msg, next_iv = sa.open(header, data)
         except (DecodeError, DecryptionError) as e:
-            if header.encrypted and header.message_id == 0 and sa.state in (State.AM_SENT_2, State.MM_SENT_4,
-                                                                                State.MM_SENT_5):
+            if header.encrypted and sa.state in (State.AM_SENT_2, State.MM_SENT_4, State.MM_SENT_5):
                 # Phase 1 keys disagree: the only secret input is the pre-shared key.
                 e = AuthenticationFailed(f"cannot decrypt phase 1 message ({e}): pre-shared key mismatch?")
-            self._refused(sa, remote, e, fatal=header.message_id == 0 and sa.state is not State.ESTABLISHED)
+            self._refused(sa, remote, e, fatal=False, cause=Cause.UNDECRYPTABLE if header.encrypted else None)
             return
-        sa.last_inbound = self.now
-        self._track_peer_address(sa, remote, local_port)
+        # 3. The table, now that the contents tell the message's kind.
+        kind = rules.classify(sa, msg)
+        if not rules.accepts(sa, kind):
+            self._not_allowed(sa, remote, header, kind)
+            return
+        task = _TASKS[kind]
+        adopt = sa.role is Role.INITIATOR and sa.rcookie == ZERO_COOKIE and header.rcookie != ZERO_COOKIE
+        if adopt:
+            sa.rcookie = header.rcookie  # what the reply's keys and hashes are computed over
+        # 4. Verify: HASH, and that it answers something we asked. Raises; changes nothing.
+        try:
+            task.verify(self, sa, msg, kind)
+        except NattError as e:
+            if adopt:
+                sa.rcookie = ZERO_COOKIE
+            # A responder's SA never dies of an unauthenticated message; a client's phase 1 ends on its first
+            # bad HASH_R (its user wants the reason now, not a timeout).
+            fatal = sa.role is Role.INITIATOR and sa.state in PHASE1_STATES
+            self._refused(sa, remote, e, fatal=fatal)
+            return
+        # 5. Commit.
+        if adopt:
+            del self._by_cookies[(header.icookie, ZERO_COOKIE)]
+            self.register_cookies(sa)
+        sa.confirm_iv(header, next_iv)
+        fresh = sa.fresh_message(header.message_id, rules.KIND_CODE[kind])
+        if fresh and (header.encrypted or sa.state in PHASE1_STATES):
+            sa.last_inbound = self.now
+        if header.encrypted and fresh:
+            self._track_peer_address(sa, remote, local_port)
         self.emit(MessageReceived(sa.id, sa.peer, header.exchange, tuple(msg.payload_types()),
                                   header.encrypted, header.message_id, header.icookie, header.rcookie,
                                   header.flags, header.length,
                                   tuple(n.notify_type for n in msg.notifies())))
+        # 6. Process.
         try:
-            self._dispatch(sa, msg, data)
+            task.process(self, sa, msg, kind, data)
         except NattError as e:
-            fatal = sa.state not in (State.ESTABLISHED,) or isinstance(e, AuthenticationFailed)
+            fatal = sa.state is not State.ESTABLISHED or isinstance(e, AuthenticationFailed)
             self._refused(sa, remote, e, fatal=fatal)
+            if not fatal and sa.state is State.ESTABLISHED:
+                # Encrypted (the peer is authenticated), and kept as the reply to these bytes: the peer's
+                # retransmission of the refused message is answered the same way, not decrypted again.
+                info.send_plain_notify(self, sa, e, in_reply_to=data)
 
-    def _dispatch(self, sa: IkeSA, msg: Message, data: bytes) -> None:
-        ex = msg.header.exchange
-        if ex in (ExchangeType.AGGRESSIVE, ExchangeType.IDENTITY_PROTECTION):
-            phase1.receive(self, sa, msg, data)
-        elif ex == ExchangeType.INFORMATIONAL:
-            info.receive(self, sa, msg, data)
-        elif sa.state in PHASE1_STATES:
-            raise UnexpectedMessage(f"{ex} exchange before phase 1 is complete")
-        elif ex == ExchangeType.TRANSACTION:
-            transaction.receive(self, sa, msg, data)
-        elif ex == ExchangeType.QUICK_MODE:
-            quick.receive(self, sa, msg, data)
-        else:
-            raise UnexpectedMessage(f"exchange type {ex} not handled")
+    def _not_allowed(self, sa: IkeSA, remote: tuple[str, int], header: Header, kind: Kind | None) -> None:
+        """The table refused it: counted by kind, logged with the state and exchange, and nothing changes."""
+        kind = kind or Kind.OTHER
+        self.stats["not-allowed"] += 1
+        self.stats[f"not-allowed:{kind.name}"] += 1
+        self.emit(MessageRefused(sa.id, remote[0], sa.state.value, header.exchange, kind.value,
+                                 Cause.NOT_ALLOWED_NOW))
 
     def _track_peer_address(self, sa: IkeSA, remote: tuple[str, int], local_port: int) -> None:
-        """The responder follows the initiator's float to 4500 and later NAT rebinding."""
-        if remote == sa.remote:
+        """The responder follows the initiator's float to 4500 and, with NAT-T, a NAT mapping that changed; only
+        after an authenticated message with a message ID not seen before (a replay moves nothing)."""
+        if remote == sa.remote or sa.role is not Role.RESPONDER:
             return
-        if sa.role is Role.RESPONDER and remote[0] == sa.remote[0]:
-            from natt.ike.events import PortFloated
+        floating = not sa.floated and local_port == self.natt_port and remote[0] == sa.remote[0]
+        if floating or (sa.udp_encap and local_port == self.natt_port):
+            self._move_peer(sa, remote, local_port, by_esp=False)
 
-            if local_port == self.natt_port:
-                sa.floated = True
-                sa.local = (sa.local[0], self.natt_port)
-            sa.remote = remote
-            self.emit(PortFloated(sa.id, sa.peer, local_port, remote[1]))
+    def _move_peer(self, sa: IkeSA, remote: tuple[str, int], local_port: int, *, by_esp: bool) -> None:
+        rebind = sa.floated
+        if local_port == self.natt_port and not sa.floated:
+            sa.floated = True
+            sa.local = (sa.local[0], self.natt_port)
+        sa.remote = remote
+        self.stats["peer-moved-by-esp" if by_esp else "peer-moved"] += 1
+        self.emit(PortFloated(sa.id, sa.peer, local_port, remote[1], remote[0], by_esp, rebind))
 
     def _keepalive_received(self, remote: tuple[str, int]) -> None:
         # Not proof of life for DPD: a keepalive is unauthenticated and the NAT may answer for a dead peer.
@@ -401,22 +526,30 @@ class IkeEndpoint:
             self._by_remote[remote] = sa.id
         self.emit(KeepaliveReceived(sa.id, sa.peer))
 
-    def _refused(self, sa: IkeSA | None, remote: tuple[str, int], err: NattError, *, fatal: bool) -> None:
+    def _refused(self, sa: IkeSA | None, remote: tuple[str, int], err: NattError, *, fatal: bool,
+                 cause: Cause | None = None) -> None:
         name = notify_name(err.notify) if err.notify is not None else type(err).__name__
+        cause = cause or cause_of(err)
         self.stats[name] += 1
         self.emit(ExchangeFailed(sa.id if sa else 0, remote[0], str(err) or type(err).__name__,
-                                 int(err.notify) if err.notify is not None else None, fatal))
-        if sa is None:
+                                 int(err.notify) if err.notify is not None else None, fatal, cause))
+        if sa is None or not fatal:
             return
-        if fatal and isinstance(err, ProtocolError | DecodeError):
+        if sa.state in AFTER_PHASE1_STATES and sa.p1_last_block:
+            # An authenticated peer broke the rules: say why (encrypted), then DELETE, so it does not wait.
             info.send_plain_notify(self, sa, err)
-        if fatal:
-            self.remove_sa(sa, f"{name}: {err}")
+            self.delete_sa(sa.id, self.now, f"{name}: {err}", cause)
+            return
+        if isinstance(err, ProtocolError | DecodeError):
+            info.send_plain_notify(self, sa, err)
+        self.remove_sa(sa, f"{name}: {err}", cause)
 
     def _deadlines(self, sa: IkeSA) -> list[float]:
         d = [r.next_at for r in sa.pending.values()]
         if sa.state is not State.ESTABLISHED and sa.established_at is None:
             d.append(sa.created_at + HALF_OPEN_TIMEOUT)
+        elif sa.state is State.MODECFG and sa.established_at is not None:
+            d.append(sa.established_at + HALF_OPEN_TIMEOUT)
         d += info.deadlines(self, sa)
         d += quick.deadlines(sa)
         if sa.expires_at is not None:
@@ -432,9 +565,10 @@ class IkeEndpoint:
                 continue
             if r.tries_left <= 0:
                 sa.pending.pop(mid, None)
-                self.emit(ExchangeFailed(sa.id, sa.peer, f"no answer to {r.what}", None, True))
+                self.emit(ExchangeFailed(sa.id, sa.peer, f"no answer to {r.what}", None, True,
+                                         Cause.RETRANSMIT_TIMEOUT))
                 self.stats["retransmit-timeout"] += 1
-                self.remove_sa(sa, f"peer did not answer {r.what}")
+                self.remove_sa(sa, f"peer did not answer {r.what}", Cause.RETRANSMIT_TIMEOUT)
                 return
             self._out.append(r.datagram)
             self.emit(MessageSent(sa.id, sa.peer, 0, (), False, mid, r.datagram.remote[1], retransmit=True))
@@ -443,24 +577,61 @@ class IkeEndpoint:
             r.next_at = now + r.interval
         if sa.established_at is None and now >= sa.created_at + HALF_OPEN_TIMEOUT:
             self.stats["half-open-timeout"] += 1
-            self.remove_sa(sa, "phase 1 not completed in time")
+            self.remove_sa(sa, "phase 1 not completed in time", Cause.HALF_OPEN_TIMEOUT)
+            return
+        if sa.state is State.MODECFG and sa.established_at is not None and \
+                now >= sa.established_at + HALF_OPEN_TIMEOUT:
+            # Authenticated, but never configured: no address, so no tunnel can come of it (rules.py).
+            self.stats["modecfg-timeout"] += 1
+            self.delete_sa(sa.id, now, "Mode Config not completed in time", Cause.HALF_OPEN_TIMEOUT)
             return
         if sa.expires_at is not None and now >= sa.expires_at:
-            self.delete_sa(sa.id, now, "phase 1 lifetime expired")
+            self.delete_sa(sa.id, now, "phase 1 lifetime expired", Cause.LIFETIME_EXPIRED)
             return
         info.timers(self, sa)
         if sa.state is not State.DELETED:
             quick.timers(self, sa)
 
     def phase1_done(self, sa: IkeSA) -> None:
-        """Phase 1 complete: the SA leaves the half-open table and counts as a session."""
-        for key, other in list(self._half_open.items()):
-            if other is sa:
-                del self._half_open[key]
+        """Phase 1 complete (or the SA gone): it leaves the half-open table."""
+        if sa.role is Role.RESPONDER and self._half_open.get((sa.icookie, sa.first_remote)) is sa:
+            del self._half_open[(sa.icookie, sa.first_remote)]
 
 
 def _digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
+
+
+# Each kind of message, the task that verifies and processes it (the table in rules.py says when).
+_TASKS: dict[Kind, Task] = {
+    **dict.fromkeys((Kind.AM_1, Kind.AM_2, Kind.AM_3), phase1.AGGRESSIVE_MODE),
+    **dict.fromkeys((Kind.MM_1, Kind.MM_2, Kind.MM_3, Kind.MM_4, Kind.MM_5, Kind.MM_6), phase1.MAIN_MODE),
+    **dict.fromkeys((Kind.XAUTH_REQUEST, Kind.XAUTH_REPLY, Kind.XAUTH_STATUS, Kind.XAUTH_ACK), transaction.XAUTH),
+    **dict.fromkeys((Kind.CFG_REQUEST, Kind.CFG_REPLY, Kind.CFG_SET, Kind.CFG_ACK), transaction.MODE_CONFIG),
+    **dict.fromkeys((Kind.QM_1, Kind.QM_2, Kind.QM_3), quick.QUICK_MODE),
+    **dict.fromkeys((Kind.INFO, Kind.INFO_PLAIN), info.INFORMATIONAL),
+}
+
+# Typed errors → the cause events carry (most specific first; the logs branch on these).
+_CAUSES: tuple[tuple[type[NattError], Cause], ...] = (
+    (XauthFailed, Cause.XAUTH_FAILED),
+    (AuthenticationFailed, Cause.AUTH_FAILED),
+    (SessionLimitReached, Cause.SESSION_LIMIT),
+    (NoProposalChosen, Cause.NO_PROPOSAL),
+    (PoolExhausted, Cause.POOL_EXHAUSTED),
+    (InvalidHashInformation, Cause.BAD_HASH),
+    (InvalidIdInformation, Cause.SELECTOR_REFUSED),
+    (UnexpectedMessage, Cause.NOT_ALLOWED_NOW),
+    (DecryptionError, Cause.UNDECRYPTABLE),
+    (DecodeError, Cause.MALFORMED),
+)
+
+
+def cause_of(err: NattError) -> Cause:
+    for cls, cause in _CAUSES:
+        if isinstance(err, cls):
+            return cause
+    return Cause.OTHER
 
 
 __all__ = ["HEADER_LEN", "Datagram", "IkeEndpoint"]

@@ -3,6 +3,35 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Cause(Enum):
+    """Why a message was refused or an SA went down: logs and daemons branch on this, never on reason text."""
+
+    ADMIN = "administrator request"
+    SHUTDOWN = "shutting down"
+    PEER_DELETED = "peer deleted the SA"
+    DPD_TIMEOUT = "dead peer detection"
+    RETRANSMIT_TIMEOUT = "peer did not answer"
+    HALF_OPEN_TIMEOUT = "phase 1 not completed in time"
+    LIFETIME_EXPIRED = "lifetime expired"
+    AUTH_FAILED = "authentication failed"  # phase 1: pre-shared key / HASH_I / HASH_R
+    XAUTH_FAILED = "XAUTH failed"
+    XAUTH_THROTTLED = "XAUTH throttled"  # backoff or lockout after failed logins
+    UNKNOWN_GROUP = "unknown group"
+    NO_PROPOSAL = "no acceptable proposal"
+    SESSION_LIMIT = "session limit reached"
+    POOL_EXHAUSTED = "address pool exhausted"
+    SELECTOR_REFUSED = "selectors not authorised"  # Quick Mode for an address the user was not given
+    NOT_ALLOWED_NOW = "message not allowed in this state"  # the state x exchange table said no
+    BAD_HASH = "HASH does not verify"
+    UNDECRYPTABLE = "cannot decrypt"
+    MALFORMED = "malformed message"
+    UNKNOWN_SA = "unknown IKE SA"
+    REPLACED = "replaced by a new login"
+    UNKNOWN_SPI = "no such SA in this session"
+    OTHER = "error"
 
 
 @dataclass(frozen=True)
@@ -51,8 +80,14 @@ class NatDetection(IkeEvent):
 
 @dataclass(frozen=True)
 class PortFloated(IkeEvent):
+    """The peer's IKE (and NAT-T ESP) endpoint moved: the float to 4500, or a NAT mapping that changed. Only ever
+    after an authenticated IKE message or an authenticated ESP packet from the new address (RFC 3947 7)."""
+
     local_port: int
     remote_port: int
+    remote_address: str = ""
+    by_esp: bool = False
+    rebind: bool = False  # already on 4500: a NAT mapping changed (not the float itself)
 
 
 @dataclass(frozen=True)
@@ -79,6 +114,37 @@ class Phase1Established(IkeEvent):
 @dataclass(frozen=True)
 class XauthRequested(IkeEvent):
     pass
+
+
+@dataclass(frozen=True)
+class XauthCheck(IkeEvent):
+    """Responder: an XAUTH reply's credentials to check. The daemon runs the (slow, salted) password check off its
+    event loop and answers with IkeEndpoint.xauth_verdict(ticket, ok, now); nothing else moves that SA meanwhile."""
+
+    ticket: int
+    user: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class XauthLockout(IkeEvent):
+    """Failed logins crossed a threshold: `kind` is "user" or "source", `key` the user name or address."""
+
+    kind: str
+    key: str
+    failures: int
+    until: float | None  # core time; None = until an operator clears it
+
+
+@dataclass(frozen=True)
+class MessageRefused(IkeEvent):
+    """A message the SA's state does not accept now (the state x exchange table), or one that failed
+    authentication: dropped before it could change anything."""
+
+    state: str
+    exchange: int
+    kind: str
+    cause: Cause
 
 
 @dataclass(frozen=True)
@@ -132,6 +198,7 @@ class ChildSaDown(IkeEvent):
     inbound_spi: int
     outbound_spi: int
     reason: str
+    cause: Cause = Cause.OTHER
 
 
 @dataclass(frozen=True)
@@ -160,11 +227,13 @@ class ExchangeFailed(IkeEvent):
     reason: str
     notify: int | None
     fatal: bool
+    cause: Cause = Cause.OTHER
 
 
 @dataclass(frozen=True)
 class IkeSaDown(IkeEvent):
     reason: str
+    cause: Cause = Cause.OTHER
 
 
 @dataclass(frozen=True)

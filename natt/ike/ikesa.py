@@ -31,16 +31,22 @@ class State(Enum):
     MM_SENT_4 = "mm-sent-4"  # responder
     MM_SENT_5 = "mm-sent-5"  # initiator
     AM_SENT_2 = "am-sent-2"  # responder
-    AUTHENTICATED = "authenticated"  # phase 1 keys and peer authenticated
-    XAUTH = "xauth"
-    MODECFG = "modecfg"
-    ESTABLISHED = "established"  # ready for Quick Modes
+    AUTHENTICATED = "authenticated"  # phase 1 keys and peer authenticated (transient)
+    XAUTH = "xauth"  # responder: request sent, waiting for the user's answer; initiator: waiting for the gateway
+    XAUTH_CHECKING = "xauth-checking"  # responder: the answer is being checked (off the daemon's loop)
+    XAUTH_STATUS = "xauth-status"  # responder: status OK sent, waiting for the ACK
+    MODECFG = "modecfg"  # XAUTH done (or none): the address is not assigned yet
+    ESTABLISHED = "established"  # authenticated and configured: ready for Quick Modes
     DELETED = "deleted"
 
 
 # States in which the phase 1 exchange is still running (its messages chain the phase 1 IV).
 PHASE1_STATES = frozenset({State.START, State.P1_SENT_1, State.MM_SENT_2, State.MM_SENT_3, State.MM_SENT_4,
                            State.MM_SENT_5, State.AM_SENT_2})
+# States after phase 1: the peer is authenticated by the PSK and Informational exchanges (DPD, DELETE) work.
+AFTER_PHASE1_STATES = frozenset({State.AUTHENTICATED, State.XAUTH, State.XAUTH_CHECKING, State.XAUTH_STATUS,
+                                 State.MODECFG, State.ESTABLISHED})
+SEEN_MIDS = 16  # recent inbound message IDs kept per SA: a replayed message never moves the peer or proves life
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,28 @@ class QuickModeState:
     responder_lifetime: int | None = None
 
 
+@dataclass(slots=True)
+class InitiatorHold:
+    """What only an initiator keeps: its profile, what it offered, how far its own set-up went."""
+
+    profile: ClientProfile
+    offered: tuple[Phase1Proposal, ...] = ()
+    xauth_answers: int = 0
+    quick_modes_started: bool = False
+
+
+@dataclass(slots=True)
+class ResponderHold:
+    """What only a responder keeps: the group the peer named (or a decoy), XAUTH attempts and the check under way,
+    and whether the peer said INITIAL-CONTACT."""
+
+    group: GroupPolicy | None = None
+    decoy: bool = False
+    xauth_tries: int = 0
+    xauth_ticket: int | None = None
+    initial_contact: bool = False
+
+
 MAX_IVS = 16  # phase 2 exchanges whose IV chain is kept (a Quick Mode or transaction spans 2-4 messages)
 
 
@@ -113,9 +141,8 @@ class IkeSA:
     created_at: float
     mode: str = "aggressive"
     state: State = State.START
-    profile: ClientProfile | None = None  # initiator
-    group: GroupPolicy | None = None  # responder, once the ID names it
-    offered: tuple[Phase1Proposal, ...] = ()
+    initiator: InitiatorHold | None = None  # exactly one of these two is set, by the role
+    responder: ResponderHold | None = None
     proposal: Phase1Proposal | None = None
     hash: HashAlg | None = None
     cipher: IkeCipher | None = None
@@ -143,11 +170,9 @@ class IkeSA:
     floated: bool = False
     identity: str = ""
     user: str = ""
-    xauth_tries: int = 0
     xauth_done: bool = False
     assigned_address: str | None = None
     cisco_udp_port: int | None = None  # IPsec over UDP, set by Mode Config
-    modecfg: dict[str, object] = field(default_factory=dict)
     peer_app_version: str = ""
     children: dict[int, ChildSA] = field(default_factory=dict)
     quick_modes: dict[int, QuickModeState] = field(default_factory=dict)
@@ -165,6 +190,7 @@ class IkeSA:
     next_keepalive: float | None = None
     next_heartbeat: float | None = None
     delete_reason: str = ""
+    seen_mids: list[int] = field(default_factory=list)  # the last SEEN_MIDS authenticated inbound (M-ID, kind)s
     first_remote: tuple[str, int] = ("", 0)  # where message 1 came from / went to (NAT-D, see natd.detect)
     first_local_port: int = 500
 
@@ -173,6 +199,16 @@ class IkeSA:
         self.first_local_port = self.local[1]
 
     # -- display -------------------------------------------------------------------------
+
+    @property
+    def profile(self) -> ClientProfile | None:
+        """The initiator's profile (None on a responder)."""
+        return self.initiator.profile if self.initiator is not None else None
+
+    @property
+    def group(self) -> GroupPolicy | None:
+        """The responder's group, once the peer's ID named it (None on an initiator)."""
+        return self.responder.group if self.responder is not None else None
 
     @property
     def peer(self) -> str:
@@ -228,19 +264,6 @@ class IkeSA:
             iv = kdf.phase2_iv(self.hash, self.p1_last_block, message_id, self.cipher.block_size)
         return iv
 
-    def _advance_iv(self, message_id: int, ciphertext: bytes, exchange: int) -> None:
-        assert self.cipher
-        if self._fresh_iv(exchange):
-            return
-        last = ciphertext[-self.cipher.block_size :]
-        if message_id == 0:
-            self.p1_iv = last
-            self.p1_last_block = last
-        elif exchange != ExchangeType.INFORMATIONAL:  # one message each (phase 1 informationals too)
-            self.ivs[message_id] = last
-            while len(self.ivs) > MAX_IVS:  # informational exchanges never come back: keep the recent ones
-                self.ivs.pop(next(iter(self.ivs)))
-
     def forget_phase1_secrets(self) -> None:
         """Phase 1 is done: what only its exchange needed (DH key, g^xy, SKEYID, nonces, the hashed payloads)
         goes, so a long-lived session holds only SKEYID_d/a/e and its keys (smaller, and less to leak)."""
@@ -255,7 +278,7 @@ class IkeSA:
             assert self.cipher
             body = self.cipher.encrypt(self.enc_key, self._iv_for(message_id, exchange),
                                        pad_ike(body, self.cipher.block_size))
-            self._advance_iv(message_id, body, exchange)
+            self._chain(message_id, exchange, body[-self.cipher.block_size :])
             flags = Flag.ENCRYPTION
         header = Header(self.icookie, self.rcookie, first, exchange, flags, message_id,
                         HEADER_LEN + len(body))
@@ -263,20 +286,50 @@ class IkeSA:
         header.encode(w)
         return w.getvalue() + body
 
-    def open(self, header: Header, data: bytes) -> Message:
-        """Decrypt (when flagged) and decode; the IV advances only if the message decodes."""
+    def open(self, header: Header, data: bytes) -> tuple[Message, bytes | None]:
+        """Decrypt (when flagged) and decode. Nothing changes here: the IV the message leads to comes back beside
+        it, and becomes the chain's only through confirm_iv, once the message has verified (keymat_v1's
+        update_iv / confirm_iv)."""
         body = data[HEADER_LEN : header.length]
         if not header.encrypted:
             payloads, spans = decode_payloads(header.next_payload, body, allow_padding=False)
-            return Message(header, payloads, body, spans)
+            return Message(header, payloads, body, spans), None
         if not self.enc_key or self.cipher is None:
             raise InvalidFlags("encrypted message before keys exist")
         if not body or len(body) % self.cipher.block_size:
             raise DecryptionError(f"ciphertext of {len(body)} bytes")
         plain = self.cipher.decrypt(self.enc_key, self._iv_for(header.message_id, header.exchange), body)
         payloads, spans = decode_payloads(header.next_payload, plain, allow_padding=True)
-        self._advance_iv(header.message_id, body, header.exchange)
-        return Message(header, payloads, plain, spans)
+        return Message(header, payloads, plain, spans), body[-self.cipher.block_size :]
+
+    def confirm_iv(self, header: Header, next_iv: bytes | None) -> None:
+        """A received message verified: its last ciphertext block is now the chain's IV."""
+        if next_iv is not None:
+            self._chain(header.message_id, header.exchange, next_iv)
+
+    def _chain(self, message_id: int, exchange: int, last_block: bytes) -> None:
+        """The IV a message (sent, or received and verified) leaves for the next one of its exchange."""
+        if self._fresh_iv(exchange):
+            return
+        if message_id == 0:
+            self.p1_iv = self.p1_last_block = last_block
+        elif exchange != ExchangeType.INFORMATIONAL:  # one message each (phase 1 informationals too)
+            self.ivs[message_id] = last_block
+            while len(self.ivs) > MAX_IVS:  # informational exchanges never come back: keep the recent ones
+                self.ivs.pop(next(iter(self.ivs)))
+
+    def fresh_message(self, message_id: int, kind_code: int) -> bool:
+        """Whether an authenticated message (its M-ID and which message of its exchange it is) is new here; phase
+        1's M-ID 0 always is (its messages come in a fixed order). Remembers it."""
+        if message_id == 0:
+            return True
+        key = message_id << 6 | kind_code
+        if key in self.seen_mids:
+            return False
+        self.seen_mids.append(key)
+        if len(self.seen_mids) > SEEN_MIDS:
+            del self.seen_mids[0]
+        return True
 
     def datagram(self, data: bytes) -> Datagram:
         """Frame for the current ports: on 4500, IKE carries the non-ESP marker (RFC 3948 2.2)."""

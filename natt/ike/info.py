@@ -11,8 +11,9 @@ from natt.crypto import keys as kdf
 from natt.errors import InvalidHashInformation, MissingPayload, NattError
 from natt.esp.udpencap import CISCO_UDP_KEEPALIVE
 from natt.ike.config import Timers
-from natt.ike.events import DpdEvent, KeepaliveSent, NotifyReceived
-from natt.ike.ikesa import ChildSA, Datagram, IkeSA, Role, State
+from natt.ike.events import Cause, DpdEvent, KeepaliveSent, MessageRefused, NotifyReceived
+from natt.ike.ikesa import AFTER_PHASE1_STATES, ChildSA, Datagram, IkeSA, Role, State
+from natt.ike.rules import Kind
 from natt.wire.constants import (
     NAT_KEEPALIVE,
     ExchangeType,
@@ -25,7 +26,7 @@ from natt.wire.message import Message, encode_payloads
 from natt.wire.payloads import DataAttribute, Delete, Hash, Notify, Payload
 
 if TYPE_CHECKING:
-    from natt.ike.endpoint import IkeEndpoint
+    from natt.ike.context import IkeContext
 
 
 def hash_payload(sa: IkeSA, message_id: int, payloads: list[Payload]) -> Hash:
@@ -48,10 +49,10 @@ def check_hash(sa: IkeSA, msg: Message) -> None:
     raise InvalidHashInformation("HASH(1) does not match")
 
 
-def timers_for(ep: IkeEndpoint, sa: IkeSA) -> Timers:
+def timers_for(ctx: IkeContext, sa: IkeSA) -> Timers:
     if sa.profile is not None:
         return sa.profile.timers
-    return ep.policy.timers if ep.policy else Timers()
+    return ctx.policy.timers if ctx.policy else Timers()
 
 
 def _cookies(sa: IkeSA) -> bytes:
@@ -61,22 +62,23 @@ def _cookies(sa: IkeSA) -> bytes:
 # -- sending ------------------------------------------------------------------------------------
 
 
-def send_notify(ep: IkeEndpoint, sa: IkeSA, notify: Notify) -> None:
-    ep.send_hashed(sa, ExchangeType.INFORMATIONAL, ep.new_message_id(sa), [notify])
+def send_notify(ctx: IkeContext, sa: IkeSA, notify: Notify, in_reply_to: bytes | None = None) -> None:
+    ctx.send_hashed(sa, ExchangeType.INFORMATIONAL, ctx.new_message_id(sa), [notify], in_reply_to=in_reply_to)
 
 
-def send_plain_notify(ep: IkeEndpoint, sa: IkeSA, err: NattError) -> None:
-    """Report a phase 1 failure. Unencrypted: the peer may not share our keys (wrong PSK)."""
+def send_plain_notify(ctx: IkeContext, sa: IkeSA, err: NattError, in_reply_to: bytes | None = None) -> None:
+    """Say why a message was refused: encrypted once phase 1 keys exist, else in clear (the peer may not share our
+    keys: wrong PSK). With `in_reply_to`, a retransmission of the refused message gets the same answer again."""
     if err.silent or err.notify is None or err.notify >= NotifyType.CONNECTED:
         return
     notify = Notify(err.notify, ProtocolId.ISAKMP, _cookies(sa))
-    if sa.state is State.ESTABLISHED and sa.p1_last_block:
-        send_notify(ep, sa, notify)
+    if sa.state in AFTER_PHASE1_STATES and sa.p1_last_block:
+        send_notify(ctx, sa, notify, in_reply_to)
     else:
-        ep.send(sa, ExchangeType.INFORMATIONAL, ep.new_message_id(sa), [notify], encrypt=False)
+        ctx.send(sa, ExchangeType.INFORMATIONAL, ctx.new_message_id(sa), [notify], encrypt=False)
 
 
-def send_phase1_lifetime(ep: IkeEndpoint, sa: IkeSA) -> None:
+def send_phase1_lifetime(ctx: IkeContext, sa: IkeSA) -> None:
     assert sa.proposal
     w_attrs = [DataAttribute(IkeAttr.LIFE_TYPE, LifeType.SECONDS),
                DataAttribute.integer(IkeAttr.LIFE_DURATION, sa.proposal.lifetime)]
@@ -85,64 +87,70 @@ def send_phase1_lifetime(ep: IkeEndpoint, sa: IkeSA) -> None:
     w = Writer()
     for a in w_attrs:
         a.encode(w)
-    send_notify(ep, sa, Notify(NotifyType.RESPONDER_LIFETIME, ProtocolId.ISAKMP, _cookies(sa), w.getvalue()))
+    send_notify(ctx, sa, Notify(NotifyType.RESPONDER_LIFETIME, ProtocolId.ISAKMP, _cookies(sa), w.getvalue()))
 
 
-def send_delete_child(ep: IkeEndpoint, sa: IkeSA, child: ChildSA) -> None:
-    if sa.state is State.ESTABLISHED:
+def send_delete_child(ctx: IkeContext, sa: IkeSA, child: ChildSA) -> None:
+    if sa.state in AFTER_PHASE1_STATES:
         d = Delete(ProtocolId.IPSEC_ESP, [child.inbound_spi.to_bytes(4, "big")], 4)
-        ep.send_hashed(sa, ExchangeType.INFORMATIONAL, ep.new_message_id(sa), [d])
+        ctx.send_hashed(sa, ExchangeType.INFORMATIONAL, ctx.new_message_id(sa), [d])
 
 
-def send_delete_all(ep: IkeEndpoint, sa: IkeSA) -> None:
+def send_delete_all(ctx: IkeContext, sa: IkeSA) -> None:
     for child in list(sa.children.values()):
-        send_delete_child(ep, sa, child)
+        send_delete_child(ctx, sa, child)
     d = Delete(ProtocolId.ISAKMP, [_cookies(sa)], 16)
-    ep.send_hashed(sa, ExchangeType.INFORMATIONAL, ep.new_message_id(sa), [d])
+    ctx.send_hashed(sa, ExchangeType.INFORMATIONAL, ctx.new_message_id(sa), [d])
 
 
-def _send_dpd(ep: IkeEndpoint, sa: IkeSA) -> None:
+def _send_dpd(ctx: IkeContext, sa: IkeSA) -> None:
     sa.dpd_seq = (sa.dpd_seq + 1) & 0xFFFFFFFF or 1
     sa.dpd_outstanding += 1
-    sa.dpd_sent_at = ep.now
-    send_notify(ep, sa, Notify(NotifyType.R_U_THERE, ProtocolId.ISAKMP, _cookies(sa), sa.dpd_seq.to_bytes(4, "big")))
-    ep.emit(DpdEvent(sa.id, sa.peer, "request-sent", sa.dpd_seq))
+    sa.dpd_sent_at = ctx.now
+    send_notify(ctx, sa, Notify(NotifyType.R_U_THERE, ProtocolId.ISAKMP, _cookies(sa), sa.dpd_seq.to_bytes(4, "big")))
+    ctx.emit(DpdEvent(sa.id, sa.peer, "request-sent", sa.dpd_seq))
 
 
 # -- receiving ------------------------------------------------------------------------------------
 
 
-def receive(ep: IkeEndpoint, sa: IkeSA, msg: Message, data: bytes) -> None:
-    if not msg.header.encrypted:
-        # Unauthenticated: log what the peer says, never act on it (anyone can forge it).
+class Informational:
+    """RFC 2409 5.7: after phase 1, HASH(1)-protected notifies and deletes; before it, unencrypted notifies that
+    are logged and never acted on (anyone can forge them)."""
+
+    def verify(self, ctx: IkeContext, sa: IkeSA, msg: Message, kind: Kind) -> None:
+        if kind is Kind.INFO:
+            if not sa.p1_last_block:
+                raise InvalidHashInformation("encrypted informational before phase 1 keys")
+            check_hash(sa, msg)
+
+    def process(self, ctx: IkeContext, sa: IkeSA, msg: Message, kind: Kind, data: bytes) -> None:
+        if kind is Kind.INFO_PLAIN:
+            for n in msg.notifies():
+                ctx.emit(NotifyReceived(sa.id, sa.peer, n.notify_type, n.protocol_id, n.spi, n.data))
+            return
         for n in msg.notifies():
-            ep.emit(NotifyReceived(sa.id, sa.peer, n.notify_type, n.protocol_id, n.spi, n.data))
-        return
-    if not sa.p1_last_block:
-        raise InvalidHashInformation("encrypted informational before phase 1 keys")
-    check_hash(sa, msg)
-    for n in msg.notifies():
-        _notify(ep, sa, n)
-    for d in msg.get_all(Delete):
-        _delete(ep, sa, d)
+            _notify(ctx, sa, n)
+        for d in msg.get_all(Delete):
+            _delete(ctx, sa, d)
 
 
-def _notify(ep: IkeEndpoint, sa: IkeSA, n: Notify) -> None:
-    ep.emit(NotifyReceived(sa.id, sa.peer, n.notify_type, n.protocol_id, n.spi, n.data))
+def _notify(ctx: IkeContext, sa: IkeSA, n: Notify) -> None:
+    ctx.emit(NotifyReceived(sa.id, sa.peer, n.notify_type, n.protocol_id, n.spi, n.data))
     if n.notify_type == NotifyType.R_U_THERE:
         seq = int.from_bytes(n.data[:4], "big") if len(n.data) >= 4 else 0
-        ep.emit(DpdEvent(sa.id, sa.peer, "request-received", seq))
-        send_notify(ep, sa, Notify(NotifyType.R_U_THERE_ACK, ProtocolId.ISAKMP, _cookies(sa), n.data[:4]))
-        ep.emit(DpdEvent(sa.id, sa.peer, "ack-sent", seq))
+        ctx.emit(DpdEvent(sa.id, sa.peer, "request-received", seq))
+        send_notify(ctx, sa, Notify(NotifyType.R_U_THERE_ACK, ProtocolId.ISAKMP, _cookies(sa), n.data[:4]))
+        ctx.emit(DpdEvent(sa.id, sa.peer, "ack-sent", seq))
     elif n.notify_type == NotifyType.R_U_THERE_ACK:
         seq = int.from_bytes(n.data[:4], "big") if len(n.data) >= 4 else 0
         if seq == sa.dpd_seq:
             sa.dpd_outstanding = 0
             sa.dpd_sent_at = None
-        ep.emit(DpdEvent(sa.id, sa.peer, "ack-received", seq))
+        ctx.emit(DpdEvent(sa.id, sa.peer, "ack-received", seq))
     elif n.notify_type == NotifyType.CISCO_HEARTBEAT:
         seq = int.from_bytes(n.data[:4], "big") if len(n.data) >= 4 else 0
-        ep.emit(DpdEvent(sa.id, sa.peer, "heartbeat-received", seq))
+        ctx.emit(DpdEvent(sa.id, sa.peer, "heartbeat-received", seq))
     elif n.notify_type == NotifyType.RESPONDER_LIFETIME and n.protocol_id == ProtocolId.ISAKMP:
         from natt.ike.proposals import lifetime_seconds
 
@@ -151,36 +159,46 @@ def _notify(ep: IkeEndpoint, sa: IkeSA, n: Notify) -> None:
             sa.expires_at = min(sa.expires_at or float("inf"), sa.established_at + seconds)
 
 
-def _delete(ep: IkeEndpoint, sa: IkeSA, d: Delete) -> None:
+def _delete(ctx: IkeContext, sa: IkeSA, d: Delete) -> None:
     from natt.ike.quick import child_down
 
     if d.protocol_id == ProtocolId.ISAKMP:
         if _cookies(sa) in d.spis:
-            ep.remove_sa(sa, "peer deleted the IKE SA")
+            ctx.remove_sa(sa, "peer deleted the IKE SA", Cause.PEER_DELETED)
+        else:
+            _delete_refused(ctx, sa, "DELETE names another IKE SA")
         return
     for spi in d.spis:
         value = int.from_bytes(spi, "big")
-        for child in list(sa.children.values()):
-            if child.outbound_spi == value:
-                child_down(ep, sa, child, "peer deleted the SA")
+        mine = [c for c in sa.children.values() if c.outbound_spi == value]
+        if not mine:
+            # An SA of another session (or none): a peer deletes only what it negotiated with us.
+            _delete_refused(ctx, sa, f"DELETE names SPI 0x{value:08x}, not one of this session's")
+        for child in mine:
+            child_down(ctx, sa, child, "peer deleted the SA", Cause.PEER_DELETED)
+
+
+def _delete_refused(ctx: IkeContext, sa: IkeSA, why: str) -> None:
+    ctx.stats["delete-unknown-spi"] += 1
+    ctx.emit(MessageRefused(sa.id, sa.peer, sa.state.value, ExchangeType.INFORMATIONAL, why, Cause.UNKNOWN_SPI))
 
 
 # -- liveness timers ------------------------------------------------------------------------------
 
 
-def start_liveness(ep: IkeEndpoint, sa: IkeSA) -> None:
-    t = timers_for(ep, sa)
+def start_liveness(ctx: IkeContext, sa: IkeSA) -> None:
+    t = timers_for(ctx, sa)
     ipsec_over_udp = sa.cisco_udp_port is not None and sa.role is Role.INITIATOR
     if (sa.floated or ipsec_over_udp) and t.keepalive_interval > 0:
-        sa.next_keepalive = ep.now + t.keepalive_interval
+        sa.next_keepalive = ctx.now + t.keepalive_interval
     if sa.role is Role.INITIATOR and t.heartbeat_interval > 0:
-        sa.next_heartbeat = ep.now + t.heartbeat_interval
+        sa.next_heartbeat = ctx.now + t.heartbeat_interval
 
 
-def deadlines(ep: IkeEndpoint, sa: IkeSA) -> list[float]:
-    if sa.state is not State.ESTABLISHED:
+def deadlines(ctx: IkeContext, sa: IkeSA) -> list[float]:
+    if sa.established_at is None or sa.state is State.DELETED:
         return []
-    t = timers_for(ep, sa)
+    t = timers_for(ctx, sa)
     out = [x for x in (sa.next_keepalive, sa.next_heartbeat) if x is not None]
     if sa.peer_dpd and t.dpd_interval > 0:
         if sa.dpd_sent_at is not None:
@@ -190,22 +208,22 @@ def deadlines(ep: IkeEndpoint, sa: IkeSA) -> list[float]:
     return out
 
 
-def timers(ep: IkeEndpoint, sa: IkeSA) -> None:
-    if sa.state is not State.ESTABLISHED:
+def timers(ctx: IkeContext, sa: IkeSA) -> None:
+    if sa.established_at is None or sa.state is State.DELETED:
         return
-    t = timers_for(ep, sa)
-    now = ep.now
+    t = timers_for(ctx, sa)
+    now = ctx.now
     if sa.next_keepalive is not None and now >= sa.next_keepalive:
         if sa.cisco_udp_port is not None:  # keep the PAT's mapping for the IPsec-over-UDP port alive
             port = sa.cisco_udp_port
-            ep.queue(Datagram(CISCO_UDP_KEEPALIVE, (sa.remote[0], port), port))
+            ctx.queue(Datagram(CISCO_UDP_KEEPALIVE, (sa.remote[0], port), port))
         else:
-            ep.queue(Datagram(NAT_KEEPALIVE, sa.remote, sa.local[1]))
-        ep.emit(KeepaliveSent(sa.id, sa.peer))
+            ctx.queue(Datagram(NAT_KEEPALIVE, sa.remote, sa.local[1]))
+        ctx.emit(KeepaliveSent(sa.id, sa.peer))
         sa.next_keepalive = now + t.keepalive_interval
     if sa.next_heartbeat is not None and now >= sa.next_heartbeat:
         sa.dpd_seq = (sa.dpd_seq + 1) & 0xFFFFFFFF or 1
-        send_notify(ep, sa, Notify(NotifyType.CISCO_HEARTBEAT, ProtocolId.ISAKMP, _cookies(sa),
+        send_notify(ctx, sa, Notify(NotifyType.CISCO_HEARTBEAT, ProtocolId.ISAKMP, _cookies(sa),
                                    sa.dpd_seq.to_bytes(4, "big")))
         sa.next_heartbeat = now + t.heartbeat_interval
     if not sa.peer_dpd or t.dpd_interval <= 0:
@@ -216,8 +234,11 @@ def timers(ep: IkeEndpoint, sa: IkeSA) -> None:
             sa.dpd_outstanding, sa.dpd_sent_at = 0, None
         elif now >= sa.dpd_sent_at + t.retransmit_base:
             if sa.dpd_outstanding >= t.dpd_retries:
-                ep.remove_sa(sa, f"DPD: no answer to {sa.dpd_outstanding} R-U-THERE")
+                ctx.remove_sa(sa, f"DPD: no answer to {sa.dpd_outstanding} R-U-THERE", Cause.DPD_TIMEOUT)
                 return
-            _send_dpd(ep, sa)
+            _send_dpd(ctx, sa)
     elif now >= max(sa.last_inbound, sa.established_at or 0.0) + t.dpd_interval:
-        _send_dpd(ep, sa)
+        _send_dpd(ctx, sa)
+
+
+INFORMATIONAL = Informational()

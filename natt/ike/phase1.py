@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from natt.crypto import keys as kdf
 from natt.crypto.cipher import get_cipher
 from natt.crypto.dh import get_group
 from natt.crypto.prf import get_hash
@@ -17,14 +18,13 @@ from natt.errors import (
     InvalidKeyInformation,
     MissingPayload,
     SessionLimitReached,
-    UnexpectedMessage,
-    UnknownGroup,
 )
 from natt.ike import natd, transaction, vendor
 from natt.ike.config import Phase1Proposal
-from natt.ike.events import NatDetection, NattRefused, Phase1Established, WeakAlgorithm
+from natt.ike.events import Cause, ExchangeFailed, NatDetection, NattRefused, Phase1Established, WeakAlgorithm
 from natt.ike.ikesa import IkeSA, Role, State
 from natt.ike.proposals import phase1_sa, read_phase1_reply, select_phase1
+from natt.ike.rules import Kind
 from natt.wire.constants import (
     AuthMethod,
     ExchangeType,
@@ -46,7 +46,7 @@ from natt.wire.payloads import (
 )
 
 if TYPE_CHECKING:
-    from natt.ike.endpoint import IkeEndpoint
+    from natt.ike.context import IkeContext
 
 NONCE_LEN = 20
 XAUTH_METHODS = {AuthMethod.XAUTH_INIT_PRESHARED}
@@ -62,7 +62,7 @@ def _need(msg: Message, cls: type, what: str):
 # -- shared steps ------------------------------------------------------------------------
 
 
-def _set_suite(ep: IkeEndpoint, sa: IkeSA, p: Phase1Proposal) -> None:
+def _set_suite(ctx: IkeContext, sa: IkeSA, p: Phase1Proposal) -> None:
     sa.proposal = p
     sa.hash = get_hash(p.hash)
     sa.cipher = get_cipher(p.cipher, p.key_bits)
@@ -70,22 +70,22 @@ def _set_suite(ep: IkeEndpoint, sa: IkeSA, p: Phase1Proposal) -> None:
     for weak, what in ((sa.cipher.weak, sa.cipher.name), (sa.hash.weak, sa.hash.name),
                        (group.weak, group.name)):
         if weak:
-            ep.emit(WeakAlgorithm(sa.id, sa.peer, what))
+            ctx.emit(WeakAlgorithm(sa.id, sa.peer, what))
 
 
-def _my_id(ep: IkeEndpoint, sa: IkeSA) -> Identification:
+def _my_id(ctx: IkeContext, sa: IkeSA) -> Identification:
     if sa.role is Role.INITIATOR:
         assert sa.profile
         # Cisco clients name their group with a KEY_ID; the concentrator picks the PSK by it.
         return Identification.text(IdType.KEY_ID, sa.profile.group, protocol=17, port=500)
-    return Identification.ipv4(ep.local_address, protocol=17, port=500)
+    return Identification.ipv4(ctx.local_address, protocol=17, port=500)
 
 
-def _take_peer_vids(ep: IkeEndpoint, sa: IkeSA, msg: Message) -> None:
+def _take_peer_vids(ctx: IkeContext, sa: IkeSA, msg: Message) -> None:
     for v in msg.get_all(VendorIdPayload):
         if v.data not in sa.peer_vids:
             sa.peer_vids.append(v.data)
-        vendor.seen(ep, sa, v.data)
+        vendor.seen(ctx, sa, v.data)
 
 
 def _natd_payloads(sa: IkeSA) -> list[Payload]:
@@ -98,7 +98,7 @@ def _natd_payloads(sa: IkeSA) -> list[Payload]:
     ]
 
 
-def _detect_nat(ep: IkeEndpoint, sa: IkeSA, msg: Message) -> None:
+def _detect_nat(ctx: IkeContext, sa: IkeSA, msg: Message) -> None:
     received = [p.data for p in msg.get_all(NatD)]
     if sa.natt is None:
         return
@@ -111,7 +111,7 @@ def _detect_nat(ep: IkeEndpoint, sa: IkeSA, msg: Message) -> None:
     locals_ = [sa.local, (sa.local[0], sa.first_local_port)]
     remotes = [sa.remote, sa.first_remote]
     sa.nat = natd.detect(received, sa.hash.hash, sa.icookie, sa.rcookie, locals_, remotes)
-    ep.emit(NatDetection(sa.id, sa.peer, sa.nat.local_behind_nat, sa.nat.remote_behind_nat, True, sa.natt.name))
+    ctx.emit(NatDetection(sa.id, sa.peer, sa.nat.local_behind_nat, sa.nat.remote_behind_nat, True, sa.natt.name))
 
 
 def _dh_agree(sa: IkeSA, peer_public: bytes) -> bytes:
@@ -121,7 +121,7 @@ def _dh_agree(sa: IkeSA, peer_public: bytes) -> bytes:
     return sa.dh.shared_secret(peer_public)
 
 
-def _psk(ep: IkeEndpoint, sa: IkeSA) -> bytes:
+def _psk(ctx: IkeContext, sa: IkeSA) -> bytes:
     if sa.role is Role.INITIATOR:
         assert sa.profile
         return sa.profile.psk
@@ -129,34 +129,34 @@ def _psk(ep: IkeEndpoint, sa: IkeSA) -> bytes:
     return sa.group.psk
 
 
-def _allowed(ep: IkeEndpoint, sa: IkeSA) -> list[Phase1Proposal]:
+def _allowed(ctx: IkeContext, sa: IkeSA) -> list[Phase1Proposal]:
     assert sa.group
     auth = AuthMethod.XAUTH_INIT_PRESHARED if sa.group.xauth else AuthMethod.PRE_SHARED_KEY
     return [replace(p, auth=auth) for p in sa.group.phase1]
 
 
-def _check_capacity(ep: IkeEndpoint, sa: IkeSA) -> None:
-    assert ep.policy
-    if ep.established_count >= ep.policy.session_limit:
-        raise SessionLimitReached(f"session limit {ep.policy.session_limit} reached")
+def _check_capacity(ctx: IkeContext, sa: IkeSA) -> None:
+    assert ctx.policy
+    if ctx.established_count >= ctx.policy.session_limit:
+        raise SessionLimitReached(f"session limit {ctx.policy.session_limit} reached")
 
 
-def _take_natt_offer(ep: IkeEndpoint, sa: IkeSA) -> None:
+def _take_natt_offer(ctx: IkeContext, sa: IkeSA) -> None:
     variant = natd.choose_variant(sa.peer_vids)
     if variant is None:
         return
-    assert ep.policy
-    if ep.policy.nat_traversal:
+    assert ctx.policy
+    if ctx.policy.nat_traversal:
         sa.natt = variant
     else:
         sa.peer_offered_natt = True
-        ep.emit(NattRefused(sa.id, sa.peer))
+        ctx.emit(NattRefused(sa.id, sa.peer))
 
 
 # -- entry points --------------------------------------------------------------------------
 
 
-def start(ep: IkeEndpoint, sa: IkeSA) -> None:
+def start(ctx: IkeContext, sa: IkeSA) -> None:
     """Initiator, message 1 of Aggressive or Main Mode."""
     p = sa.profile
     assert p
@@ -164,86 +164,105 @@ def start(ep: IkeEndpoint, sa: IkeSA) -> None:
     if sa.mode == "aggressive":
         # The KE goes in message 1, so every proposal must share its DH group.
         offered = tuple(x for x in p.phase1 if x.group == p.phase1[0].group)
-    sa.offered = offered
+    assert sa.initiator
+    sa.initiator.offered = offered
     sa_payload = phase1_sa(offered)
     sa.sai_b = sa_payload.body()
     vids = [VendorIdPayload(data=v) for v in vendor.initiator_vids(p.nat_traversal, p.natt_vendor_ids)]
     if sa.mode == "aggressive":
         sa.dh = get_group(offered[0].group).generate()
         sa.gxi = sa.dh.public_bytes()
-        sa.ni = ep.rng(NONCE_LEN)
-        idp = _my_id(ep, sa)
+        sa.ni = ctx.rng(NONCE_LEN)
+        idp = _my_id(ctx, sa)
         sa.idi_b = idp.body()
         payloads: list[Payload] = [sa_payload, KeyExchange(data=sa.gxi), Nonce(data=sa.ni), idp, *vids]
-        ep.send(sa, ExchangeType.AGGRESSIVE, 0, payloads, encrypt=False, expect="Aggressive Mode message 1")
+        ctx.send(sa, ExchangeType.AGGRESSIVE, 0, payloads, encrypt=False, expect="Aggressive Mode message 1")
     else:
-        ep.send(sa, ExchangeType.IDENTITY_PROTECTION, 0, [sa_payload, *vids], encrypt=False,
+        ctx.send(sa, ExchangeType.IDENTITY_PROTECTION, 0, [sa_payload, *vids], encrypt=False,
                 expect="Main Mode message 1")
     sa.state = State.P1_SENT_1
 
 
-def receive(ep: IkeEndpoint, sa: IkeSA, msg: Message, data: bytes) -> None:
-    aggressive = msg.header.exchange == ExchangeType.AGGRESSIVE
-    if aggressive != (sa.mode == "aggressive"):
-        raise UnexpectedMessage("phase 1 exchange type changed mid-negotiation")
-    handlers = {
-        (Role.RESPONDER, State.START, True): _am_r1,
-        (Role.INITIATOR, State.P1_SENT_1, True): _am_i2,
-        (Role.RESPONDER, State.AM_SENT_2, True): _am_r3,
-        (Role.RESPONDER, State.START, False): _mm_r1,
-        (Role.INITIATOR, State.P1_SENT_1, False): _mm_i2,
-        (Role.RESPONDER, State.MM_SENT_2, False): _mm_r3,
-        (Role.INITIATOR, State.MM_SENT_3, False): _mm_i4,
-        (Role.RESPONDER, State.MM_SENT_4, False): _mm_r5,
-        (Role.INITIATOR, State.MM_SENT_5, False): _mm_i6,
-    }
-    handler = handlers.get((sa.role, sa.state, aggressive))
-    if handler is None:
-        raise UnexpectedMessage(f"phase 1 message in state {sa.state.value}")
-    handler(ep, sa, msg, data)
+class AggressiveMode:
+    """RFC 2409 5.4 with a pre-shared key: three messages, HASH_I in the third (encrypted when NAT-T floats)."""
+
+    def verify(self, ctx: IkeContext, sa: IkeSA, msg: Message, kind: Kind) -> None:
+        if kind is Kind.AM_3 and _need(msg, Hash, "HASH").data != sa.hash_i():
+            raise AuthenticationFailed(f"HASH_I from group [{sa.identity}] does not match: wrong pre-shared key?")
+
+    def process(self, ctx: IkeContext, sa: IkeSA, msg: Message, kind: Kind, data: bytes) -> None:
+        {Kind.AM_1: _am_r1, Kind.AM_2: _am_i2, Kind.AM_3: _am_r3}[kind](ctx, sa, msg, data)
+
+
+class MainMode:
+    """RFC 2409 5.1/5.4: SA, then KE and nonces (NAT-D), then the encrypted IDs and hashes."""
+
+    def verify(self, ctx: IkeContext, sa: IkeSA, msg: Message, kind: Kind) -> None:
+        if kind not in (Kind.MM_5, Kind.MM_6):
+            return
+        # The hash covers the ID in this very message: computed from it, stored only once it verified.
+        idp, hash_p = _need(msg, Identification, "ID"), _need(msg, Hash, "HASH")
+        assert sa.hash
+        if kind is Kind.MM_5:
+            name, want = "HASH_I", kdf.hash_i(sa.hash, sa.skeyid, sa.gxi, sa.gxr, sa.icookie, sa.rcookie, sa.sai_b,
+                                              idp.raw)
+        else:
+            name, want = "HASH_R", kdf.hash_r(sa.hash, sa.skeyid, sa.gxr, sa.gxi, sa.rcookie, sa.icookie, sa.sai_b,
+                                              idp.raw)
+        if hash_p.data != want:
+            raise AuthenticationFailed(f"{name} does not match: wrong pre-shared key?")
+
+    def process(self, ctx: IkeContext, sa: IkeSA, msg: Message, kind: Kind, data: bytes) -> None:
+        handlers = {Kind.MM_1: _mm_r1, Kind.MM_2: _mm_i2, Kind.MM_3: _mm_r3, Kind.MM_4: _mm_i4, Kind.MM_5: _mm_r5,
+                    Kind.MM_6: _mm_i6}
+        handlers[kind](ctx, sa, msg, data)
 
 
 # -- Aggressive Mode ----------------------------------------------------------------------
 
 
-def _am_r1(ep: IkeEndpoint, sa: IkeSA, msg: Message, data: bytes) -> None:
+def _am_r1(ctx: IkeContext, sa: IkeSA, msg: Message, data: bytes) -> None:
     """Responder: SA, KE, Ni, IDii, VIDs in; SA, KE, Nr, IDir, HASH_R, VIDs, NAT-D x2 out."""
-    assert ep.policy
+    assert ctx.policy
     sa_p = _need(msg, SecurityAssociation, "SA")
     ke = _need(msg, KeyExchange, "KE")
     nonce = _need(msg, Nonce, "nonce")
     idp = _need(msg, Identification, "ID")
     sa.identity = idp.display()
-    group = ep.policy.groups.get(sa.identity)
-    if group is None:
-        # No notify: answering would tell a scanner which group names exist.
-        raise UnknownGroup(f"unknown group [{sa.identity}]")
-    sa.group = group
-    _check_capacity(ep, sa)
-    _take_peer_vids(ep, sa, msg)
-    choice = select_phase1(sa_p, _allowed(ep, sa), ep.policy.phase1_lifetime)
-    _set_suite(ep, sa, choice.proposal)
+    r = sa.responder
+    assert r
+    r.group, r.decoy = ctx.group_for(sa.identity)
+    if r.decoy:
+        # Answered all the same (a silence or a notify would tell a scanner which names exist), under a key that
+        # nobody holds: message 3 then fails as a wrong pre-shared key does.
+        ctx.stats["unknown-group"] += 1
+        ctx.emit(ExchangeFailed(sa.id, sa.peer, f"unknown group [{sa.identity}]: answered with a decoy", None, False,
+                                Cause.UNKNOWN_GROUP))
+    _check_capacity(ctx, sa)
+    _take_peer_vids(ctx, sa, msg)
+    choice = select_phase1(sa_p, _allowed(ctx, sa), ctx.policy.phase1_lifetime)
+    _set_suite(ctx, sa, choice.proposal)
     sa.sai_b, sa.idi_b = sa_p.raw, idp.raw
     sa.gxi, sa.ni = ke.data, nonce.data
     sa.dh = get_group(choice.proposal.group).generate()
     sa.gxr = sa.dh.public_bytes()
     sa.gxy = _dh_agree(sa, sa.gxi)
-    sa.nr = ep.rng(NONCE_LEN)
-    idr = _my_id(ep, sa)
+    sa.nr = ctx.rng(NONCE_LEN)
+    idr = _my_id(ctx, sa)
     sa.idr_b = idr.body()
-    sa.derive_phase1_keys(_psk(ep, sa))
-    _take_natt_offer(ep, sa)
+    sa.derive_phase1_keys(_psk(ctx, sa))
+    _take_natt_offer(ctx, sa)
     vids = [VendorIdPayload(data=v) for v in vendor.responder_vids(sa.natt.vid if sa.natt else None)]
     payloads: list[Payload] = [choice.reply, KeyExchange(data=sa.gxr), Nonce(data=sa.nr), idr,
                                Hash(data=sa.hash_r()), *vids]
     if sa.natt:
         payloads += _natd_payloads(sa)
-    ep.send(sa, ExchangeType.AGGRESSIVE, 0, payloads, encrypt=False, expect="Aggressive Mode message 3",
+    ctx.send(sa, ExchangeType.AGGRESSIVE, 0, payloads, encrypt=False, expect="Aggressive Mode message 3",
             in_reply_to=data)
     sa.state = State.AM_SENT_2
 
 
-def _am_i2(ep: IkeEndpoint, sa: IkeSA, msg: Message, data: bytes) -> None:
+def _am_i2(ctx: IkeContext, sa: IkeSA, msg: Message, data: bytes) -> None:
     """Initiator: check the responder's choice and HASH_R, detect NAT, float, send HASH_I."""
     p = sa.profile
     assert p and sa.dh
@@ -252,184 +271,179 @@ def _am_i2(ep: IkeEndpoint, sa: IkeSA, msg: Message, data: bytes) -> None:
     nonce = _need(msg, Nonce, "nonce")
     idp = _need(msg, Identification, "ID")
     hash_p = _need(msg, Hash, "HASH")
-    _set_suite(ep, sa, read_phase1_reply(sa_p, sa.offered))
-    _take_peer_vids(ep, sa, msg)
+    _set_suite(ctx, sa, read_phase1_reply(sa_p, sa.initiator.offered))
+    _take_peer_vids(ctx, sa, msg)
     sa.gxr, sa.nr, sa.idr_b = ke.data, nonce.data, idp.raw
     sa.identity = idp.display()
     sa.gxy = _dh_agree(sa, sa.gxr)
     sa.derive_phase1_keys(p.psk)
     if hash_p.data != sa.hash_r():
         raise AuthenticationFailed("HASH_R does not match: wrong group password (pre-shared key)?")
-    ep.answered(sa, 0)
+    ctx.answered(sa, 0)
     if p.nat_traversal:
         sa.natt = natd.choose_variant(sa.peer_vids)
-    _detect_nat(ep, sa, msg)
+    _detect_nat(ctx, sa, msg)
     if sa.natt and (p.force_natt or (sa.nat and sa.nat.nat_detected)):
-        ep.float_ports(sa)
+        ctx.float_ports(sa)
     payloads: list[Payload] = [Hash(data=sa.hash_i())]
     if p.send_initial_contact:
         payloads.append(Notify(NotifyType.INITIAL_CONTACT, ProtocolId.ISAKMP, sa.icookie + sa.rcookie))
     if sa.natt:
         payloads += _natd_payloads(sa)
-    ep.send(sa, ExchangeType.AGGRESSIVE, 0, payloads, encrypt=True, in_reply_to=data)
-    _authenticated(ep, sa)
+    ctx.send(sa, ExchangeType.AGGRESSIVE, 0, payloads, encrypt=True, in_reply_to=data)
+    _authenticated(ctx, sa)
 
 
-def _am_r3(ep: IkeEndpoint, sa: IkeSA, msg: Message, data: bytes) -> None:
-    """Responder: HASH_I (encrypted, on 4500 after a float), INITIAL-CONTACT, NAT-D x2."""
-    hash_p = _need(msg, Hash, "HASH")
-    if hash_p.data != sa.hash_i():
-        raise AuthenticationFailed(f"HASH_I from group [{sa.identity}] does not match: wrong pre-shared key?")
-    ep.answered(sa, 0)
-    _detect_nat(ep, sa, msg)
-    sa.modecfg["initial_contact"] = any(n.notify_type == NotifyType.INITIAL_CONTACT for n in msg.notifies())
-    _authenticated(ep, sa)
+def _am_r3(ctx: IkeContext, sa: IkeSA, msg: Message, data: bytes) -> None:
+    """Responder: HASH_I (verified), INITIAL-CONTACT, NAT-D x2."""
+    ctx.answered(sa, 0)
+    _detect_nat(ctx, sa, msg)
+    sa.responder.initial_contact = any(n.notify_type == NotifyType.INITIAL_CONTACT for n in msg.notifies())
+    _authenticated(ctx, sa)
 
 
 # -- Main Mode ----------------------------------------------------------------------------
 
 
-def _mm_r1(ep: IkeEndpoint, sa: IkeSA, msg: Message, data: bytes) -> None:
-    assert ep.policy
+def _mm_r1(ctx: IkeContext, sa: IkeSA, msg: Message, data: bytes) -> None:
+    assert ctx.policy
     sa_p = _need(msg, SecurityAssociation, "SA")
     # Main Mode hides the ID until message 5, so the PSK comes from the group allowed to use MM.
-    group = next((g for g in ep.policy.groups.values() if g.main_mode), None)
+    group = next((g for g in ctx.policy.groups.values() if g.main_mode), None)
     if group is None:
         raise AuthenticationFailed("Main Mode offered but no group allows it")
-    sa.group = group
-    _check_capacity(ep, sa)
-    _take_peer_vids(ep, sa, msg)
-    choice = select_phase1(sa_p, _allowed(ep, sa), ep.policy.phase1_lifetime)
-    _set_suite(ep, sa, choice.proposal)
+    sa.responder.group = group
+    _check_capacity(ctx, sa)
+    _take_peer_vids(ctx, sa, msg)
+    choice = select_phase1(sa_p, _allowed(ctx, sa), ctx.policy.phase1_lifetime)
+    _set_suite(ctx, sa, choice.proposal)
     sa.sai_b = sa_p.raw
-    _take_natt_offer(ep, sa)
+    _take_natt_offer(ctx, sa)
     vids = [VendorIdPayload(data=v) for v in vendor.responder_vids(sa.natt.vid if sa.natt else None)]
-    ep.send(sa, ExchangeType.IDENTITY_PROTECTION, 0, [choice.reply, *vids], encrypt=False,
+    ctx.send(sa, ExchangeType.IDENTITY_PROTECTION, 0, [choice.reply, *vids], encrypt=False,
             expect="Main Mode message 3", in_reply_to=data)
     sa.state = State.MM_SENT_2
 
 
-def _mm_i2(ep: IkeEndpoint, sa: IkeSA, msg: Message, data: bytes) -> None:
+def _mm_i2(ctx: IkeContext, sa: IkeSA, msg: Message, data: bytes) -> None:
     p = sa.profile
     assert p
     sa_p = _need(msg, SecurityAssociation, "SA")
-    _set_suite(ep, sa, read_phase1_reply(sa_p, sa.offered))
-    _take_peer_vids(ep, sa, msg)
-    ep.answered(sa, 0)
+    _set_suite(ctx, sa, read_phase1_reply(sa_p, sa.initiator.offered))
+    _take_peer_vids(ctx, sa, msg)
+    ctx.answered(sa, 0)
     if p.nat_traversal:
         sa.natt = natd.choose_variant(sa.peer_vids)
     assert sa.proposal
     sa.dh = get_group(sa.proposal.group).generate()
     sa.gxi = sa.dh.public_bytes()
-    sa.ni = ep.rng(NONCE_LEN)
+    sa.ni = ctx.rng(NONCE_LEN)
     payloads: list[Payload] = [KeyExchange(data=sa.gxi), Nonce(data=sa.ni)]
     if sa.natt:
         payloads += _natd_payloads(sa)
-    ep.send(sa, ExchangeType.IDENTITY_PROTECTION, 0, payloads, encrypt=False, expect="Main Mode message 4",
+    ctx.send(sa, ExchangeType.IDENTITY_PROTECTION, 0, payloads, encrypt=False, expect="Main Mode message 4",
             in_reply_to=data)
     sa.state = State.MM_SENT_3
 
 
-def _mm_r3(ep: IkeEndpoint, sa: IkeSA, msg: Message, data: bytes) -> None:
+def _mm_r3(ctx: IkeContext, sa: IkeSA, msg: Message, data: bytes) -> None:
     ke = _need(msg, KeyExchange, "KE")
     nonce = _need(msg, Nonce, "nonce")
     assert sa.proposal
-    ep.answered(sa, 0)
+    ctx.answered(sa, 0)
     sa.gxi, sa.ni = ke.data, nonce.data
     sa.dh = get_group(sa.proposal.group).generate()
     sa.gxr = sa.dh.public_bytes()
     sa.gxy = _dh_agree(sa, sa.gxi)
-    sa.nr = ep.rng(NONCE_LEN)
-    sa.derive_phase1_keys(_psk(ep, sa))
-    _detect_nat(ep, sa, msg)
+    sa.nr = ctx.rng(NONCE_LEN)
+    sa.derive_phase1_keys(_psk(ctx, sa))
+    _detect_nat(ctx, sa, msg)
     payloads: list[Payload] = [KeyExchange(data=sa.gxr), Nonce(data=sa.nr)]
     if sa.natt:
         payloads += _natd_payloads(sa)
-    ep.send(sa, ExchangeType.IDENTITY_PROTECTION, 0, payloads, encrypt=False, expect="Main Mode message 5",
+    ctx.send(sa, ExchangeType.IDENTITY_PROTECTION, 0, payloads, encrypt=False, expect="Main Mode message 5",
             in_reply_to=data)
     sa.state = State.MM_SENT_4
 
 
-def _mm_i4(ep: IkeEndpoint, sa: IkeSA, msg: Message, data: bytes) -> None:
+def _mm_i4(ctx: IkeContext, sa: IkeSA, msg: Message, data: bytes) -> None:
     p = sa.profile
     assert p
     ke = _need(msg, KeyExchange, "KE")
     nonce = _need(msg, Nonce, "nonce")
-    ep.answered(sa, 0)
+    ctx.answered(sa, 0)
     sa.gxr, sa.nr = ke.data, nonce.data
     sa.gxy = _dh_agree(sa, sa.gxr)
     sa.derive_phase1_keys(p.psk)
-    _detect_nat(ep, sa, msg)
+    _detect_nat(ctx, sa, msg)
     if sa.natt and (p.force_natt or (sa.nat and sa.nat.nat_detected)):
-        ep.float_ports(sa)
-    idp = _my_id(ep, sa)
+        ctx.float_ports(sa)
+    idp = _my_id(ctx, sa)
     sa.idi_b = idp.body()
     payloads: list[Payload] = [idp, Hash(data=sa.hash_i())]
     if p.send_initial_contact:
         payloads.append(Notify(NotifyType.INITIAL_CONTACT, ProtocolId.ISAKMP, sa.icookie + sa.rcookie))
-    ep.send(sa, ExchangeType.IDENTITY_PROTECTION, 0, payloads, encrypt=True, expect="Main Mode message 6")
+    ctx.send(sa, ExchangeType.IDENTITY_PROTECTION, 0, payloads, encrypt=True, expect="Main Mode message 6")
     sa.state = State.MM_SENT_5
 
 
-def _mm_r5(ep: IkeEndpoint, sa: IkeSA, msg: Message, data: bytes) -> None:
+def _mm_r5(ctx: IkeContext, sa: IkeSA, msg: Message, data: bytes) -> None:
     idp = _need(msg, Identification, "ID")
-    hash_p = _need(msg, Hash, "HASH")
     sa.idi_b = idp.raw
     sa.identity = idp.display()
-    if hash_p.data != sa.hash_i():
-        raise AuthenticationFailed("HASH_I does not match: wrong pre-shared key?")
-    ep.answered(sa, 0)
-    sa.modecfg["initial_contact"] = any(n.notify_type == NotifyType.INITIAL_CONTACT for n in msg.notifies())
-    idr = _my_id(ep, sa)
+    ctx.answered(sa, 0)
+    sa.responder.initial_contact = any(n.notify_type == NotifyType.INITIAL_CONTACT for n in msg.notifies())
+    idr = _my_id(ctx, sa)
     sa.idr_b = idr.body()
-    ep.send(sa, ExchangeType.IDENTITY_PROTECTION, 0, [idr, Hash(data=sa.hash_r())], encrypt=True,
+    ctx.send(sa, ExchangeType.IDENTITY_PROTECTION, 0, [idr, Hash(data=sa.hash_r())], encrypt=True,
             in_reply_to=data)
-    _authenticated(ep, sa)
+    _authenticated(ctx, sa)
 
 
-def _mm_i6(ep: IkeEndpoint, sa: IkeSA, msg: Message, data: bytes) -> None:
+def _mm_i6(ctx: IkeContext, sa: IkeSA, msg: Message, data: bytes) -> None:
     idp = _need(msg, Identification, "ID")
-    hash_p = _need(msg, Hash, "HASH")
     sa.idr_b = idp.raw
     sa.identity = idp.display()
-    if hash_p.data != sa.hash_r():
-        raise AuthenticationFailed("HASH_R does not match: wrong pre-shared key?")
-    ep.answered(sa, 0)
-    _authenticated(ep, sa)
+    ctx.answered(sa, 0)
+    _authenticated(ctx, sa)
 
 
 # -- after authentication ---------------------------------------------------------------------
 
 
-def _authenticated(ep: IkeEndpoint, sa: IkeSA) -> None:
+def _authenticated(ctx: IkeContext, sa: IkeSA) -> None:
     """Keys agreed and peer proven: XAUTH next if negotiated, else phase 1 is up."""
     sa.state = State.AUTHENTICATED
-    ep.phase1_done(sa)
+    ctx.phase1_done(sa)
     assert sa.proposal
     if sa.proposal.auth in XAUTH_METHODS:
         sa.state = State.XAUTH
         if sa.role is Role.RESPONDER:
-            transaction.start_xauth(ep, sa)
+            transaction.start_xauth(ctx, sa)
         return
-    established(ep, sa)
+    established(ctx, sa)
 
 
-def established(ep: IkeEndpoint, sa: IkeSA) -> None:
+def established(ctx: IkeContext, sa: IkeSA) -> None:
+    """Phase 1 and XAUTH done: the SA counts as a session; Mode Config comes next (the address is not given yet,
+    so no Quick Mode is accepted before it: rules.py)."""
     from natt.ike import info
 
     assert sa.proposal and sa.hash and sa.cipher
-    sa.state = State.ESTABLISHED
-    sa.established_at = ep.now
-    sa.expires_at = ep.now + sa.proposal.lifetime
+    sa.state = State.MODECFG
+    sa.established_at = ctx.now
+    sa.expires_at = ctx.now + sa.proposal.lifetime
     sa.forget_phase1_secrets()
-    ep.total_sessions += 1
-    ep.established_count += 1
-    ep.peak_sessions = max(ep.peak_sessions, ep.established_count)
+    ctx.session_established(sa)
     group_name = sa.group.name if sa.group else (sa.profile.group if sa.profile else "")
-    ep.emit(Phase1Established(sa.id, sa.peer, sa.mode, group_name, sa.cipher.name, sa.hash.name,
-                              get_group(sa.proposal.group).name, sa.proposal.lifetime, sa.identity))
-    info.start_liveness(ep, sa)
+    ctx.emit(Phase1Established(sa.id, sa.peer, sa.mode, group_name, sa.cipher.name, sa.hash.name,
+                               get_group(sa.proposal.group).name, sa.proposal.lifetime, sa.identity))
+    info.start_liveness(ctx, sa)
     if sa.role is Role.INITIATOR:
-        transaction.start_modecfg(ep, sa)
-    elif ep.policy and ep.policy.modecfg_push:
-        transaction.push_modecfg(ep, sa)
+        transaction.start_modecfg(ctx, sa)
+    elif ctx.policy and ctx.policy.modecfg_push:
+        transaction.push_modecfg(ctx, sa)
+
+
+AGGRESSIVE_MODE = AggressiveMode()
+MAIN_MODE = MainMode()

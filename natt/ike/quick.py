@@ -12,12 +12,19 @@ from typing import TYPE_CHECKING
 
 from natt.crypto import keys as kdf
 from natt.crypto.dh import get_group
-from natt.errors import InvalidHashInformation, InvalidIdInformation, MissingPayload, UnexpectedMessage
+from natt.errors import (
+    InvalidHashInformation,
+    InvalidIdInformation,
+    MissingPayload,
+    SelectorNotAuthorised,
+    UnexpectedMessage,
+)
 from natt.esp.transforms import make_transform
 from natt.ike.config import Phase2Proposal
-from natt.ike.events import ChildSaDown, ChildSaUp, NotifyReceived, WeakAlgorithm
+from natt.ike.events import Cause, ChildSaDown, ChildSaUp, NotifyReceived, WeakAlgorithm
 from natt.ike.ikesa import ChildSA, IkeSA, QuickModeState, Role
 from natt.ike.proposals import lifetime_seconds, phase2_sa, read_phase2_reply, select_phase2
+from natt.ike.rules import Kind
 from natt.wire.constants import (
     EncapsulationMode,
     ExchangeType,
@@ -39,7 +46,7 @@ from natt.wire.payloads import (
 )
 
 if TYPE_CHECKING:
-    from natt.ike.endpoint import IkeEndpoint
+    from natt.ike.context import IkeContext
 
 NONCE_LEN = 20
 UDP_TUNNEL_MODES = (EncapsulationMode.UDP_ENCAPSULATED_TUNNEL, EncapsulationMode.UDP_ENCAPSULATED_TUNNEL_DRAFT)
@@ -52,9 +59,9 @@ def _selector_id(net: str) -> Identification:
     return Identification.ipv4_subnet(str(n))
 
 
-def _new_spi(ep: IkeEndpoint, sa: IkeSA) -> bytes:
+def _new_spi(ctx: IkeContext, sa: IkeSA) -> bytes:
     while True:
-        spi = ep.rng(4)
+        spi = ctx.rng(4)
         value = int.from_bytes(spi, "big")
         if value > 255 and value not in sa.children:  # 1-255 are reserved (RFC 4303 2.1)
             return spi
@@ -66,7 +73,7 @@ def _encap_mode(sa: IkeSA) -> int:
     return EncapsulationMode.TUNNEL
 
 
-def start(ep: IkeEndpoint, sa: IkeSA, remote_net: str, rekey_of: int | None = None) -> int:
+def start(ctx: IkeContext, sa: IkeSA, remote_net: str, rekey_of: int | None = None) -> int:
     """Initiator: propose a tunnel between our (assigned) address and remote_net."""
     p = sa.profile
     assert p and sa.hash
@@ -74,8 +81,8 @@ def start(ep: IkeEndpoint, sa: IkeSA, remote_net: str, rekey_of: int | None = No
         remote_net = f"{sa.remote[0]}/32"
     local_net = f"{sa.assigned_address or sa.local[0]}/32"
     offered = tuple(x for x in p.phase2 if x.pfs_group == p.phase2[0].pfs_group)
-    mid = ep.new_message_id(sa)
-    qm = QuickModeState(mid, _new_spi(ep, sa), ni=ep.rng(NONCE_LEN), offered=offered,
+    mid = ctx.new_message_id(sa)
+    qm = QuickModeState(mid, _new_spi(ctx, sa), ni=ctx.rng(NONCE_LEN), offered=offered,
                         local_selector=local_net, remote_selector=str(ipaddress.IPv4Network(remote_net)),
                         rekey_of=rekey_of)
     qm.id_ci, qm.id_cr = _selector_id(local_net), _selector_id(remote_net)
@@ -86,23 +93,54 @@ def start(ep: IkeEndpoint, sa: IkeSA, remote_net: str, rekey_of: int | None = No
     payloads += [qm.id_ci, qm.id_cr]
     h1 = kdf.qm_hash1(sa.hash, sa.skeyid_a, mid, encode_payloads(payloads)[1])
     sa.quick_modes[mid] = qm
-    ep.send(sa, ExchangeType.QUICK_MODE, mid, [Hash(data=h1), *payloads], encrypt=True,
+    ctx.send(sa, ExchangeType.QUICK_MODE, mid, [Hash(data=h1), *payloads], encrypt=True,
             expect="Quick Mode reply")
     return mid
 
 
-def receive(ep: IkeEndpoint, sa: IkeSA, msg: Message, data: bytes) -> None:
-    mid = msg.header.message_id
-    qm = sa.quick_modes.get(mid)
-    if sa.role is Role.RESPONDER:
-        if qm is None:
-            _r1(ep, sa, msg, data)
+class QuickMode:
+    """RFC 2409 5.5. The responder takes a proposal only for the address it gave this user (authorise_selectors)."""
+
+    def verify(self, ctx: IkeContext, sa: IkeSA, msg: Message, kind: Kind) -> None:
+        assert sa.hash
+        mid = msg.header.message_id
+        first = _first_hash(msg)
+        if kind is Kind.QM_1:
+            want = kdf.qm_hash1(sa.hash, sa.skeyid_a, mid, msg.bytes_after_first())
         else:
-            _r3(ep, sa, msg, qm)
-    elif qm is not None:
-        _i2(ep, sa, msg, qm, data)
-    else:
-        raise UnexpectedMessage(f"Quick Mode message {mid:#010x} we did not start")
+            qm = sa.quick_modes[mid]
+            if kind is Kind.QM_2:
+                if qm.nr:
+                    raise UnexpectedMessage("second Quick Mode reply")
+                want = kdf.qm_hash2(sa.hash, sa.skeyid_a, mid, qm.ni, msg.bytes_after_first())
+            else:
+                want = kdf.qm_hash3(sa.hash, sa.skeyid_a, mid, qm.ni, qm.nr)
+        if first != want:
+            raise InvalidHashInformation(f"{kind.value}: HASH does not match")
+
+    def process(self, ctx: IkeContext, sa: IkeSA, msg: Message, kind: Kind, data: bytes) -> None:
+        mid = msg.header.message_id
+        if kind is Kind.QM_1:
+            _r1(ctx, sa, msg, data)
+        elif kind is Kind.QM_2:
+            _i2(ctx, sa, msg, sa.quick_modes[mid], data)
+        else:
+            _r3(ctx, sa, msg, sa.quick_modes[mid])
+
+
+def authorise_selectors(ctx: IkeContext, sa: IkeSA, local_sel: str, remote_sel: str) -> None:
+    """What a remote-access user may ask for: its own assigned address on its side, and on ours what its group's
+    split policy allows (all, without one; always our own address, the seed's first Quick Mode)."""
+    assert sa.group
+    if sa.assigned_address is None or remote_sel != f"{sa.assigned_address}/32":
+        raise SelectorNotAuthorised(f"user [{sa.user}] proposes {remote_sel} for its side, but was given "
+                                    f"{sa.assigned_address or 'no address'}")
+    if not sa.group.split_networks or local_sel == f"{ctx.local_address}/32":
+        return
+    ours = ipaddress.IPv4Network(local_sel)
+    if not any(ours.subnet_of(ipaddress.IPv4Network(n)) for n in sa.group.split_networks):
+        raise SelectorNotAuthorised(f"user [{sa.user}] proposes {local_sel} on our side, outside its group's "
+                                    f"networks {', '.join(sa.group.split_networks)}")
 
 
 def _first_hash(msg: Message) -> bytes:
@@ -126,11 +164,9 @@ def _attr_bytes(a: DataAttribute) -> bytes:
     return w.getvalue()
 
 
-def _r1(ep: IkeEndpoint, sa: IkeSA, msg: Message, data: bytes) -> None:
-    assert sa.hash and sa.group and ep.policy
+def _r1(ctx: IkeContext, sa: IkeSA, msg: Message, data: bytes) -> None:
+    assert sa.hash and sa.group and ctx.policy
     mid = msg.header.message_id
-    if kdf.qm_hash1(sa.hash, sa.skeyid_a, mid, msg.bytes_after_first()) != _first_hash(msg):
-        raise InvalidHashInformation("Quick Mode HASH(1) does not match")
     sa_p = msg.get(SecurityAssociation)
     nonce = msg.get(Nonce)
     if sa_p is None or nonce is None:
@@ -139,18 +175,17 @@ def _r1(ep: IkeEndpoint, sa: IkeSA, msg: Message, data: bytes) -> None:
     if len(ids) not in (0, 2):
         raise InvalidIdInformation(f"{len(ids)} ID payloads in Quick Mode")
     id_ci = ids[0] if ids else Identification.ipv4(sa.remote[0])
-    id_cr = ids[1] if ids else Identification.ipv4(ep.local_address)
+    id_cr = ids[1] if ids else Identification.ipv4(ctx.local_address)
     local_sel, remote_sel = str(id_cr.network()), str(id_ci.network())
-    if sa.assigned_address and remote_sel != f"{sa.assigned_address}/32":
-        raise InvalidIdInformation(f"client proposes {remote_sel}, but was assigned {sa.assigned_address}")
+    authorise_selectors(ctx, sa, local_sel, remote_sel)
     encaps = UDP_TUNNEL_MODES if sa.udp_encap else (EncapsulationMode.TUNNEL,)
     pfs = sa.group.pfs
     allowed = [p for p in sa.group.phase2] if not pfs else [
         Phase2Proposal(p.transform, p.key_bits, p.auth, p.pfs_group or sa.proposal.group, p.lifetime)  # type: ignore[union-attr]
         for p in sa.group.phase2]
-    our_spi = _new_spi(ep, sa)
-    choice = select_phase2(sa_p, allowed, encaps, our_spi, ep.policy.phase2_lifetime)
-    qm = QuickModeState(mid, our_spi, ni=nonce.data, nr=ep.rng(NONCE_LEN), id_ci=id_ci, id_cr=id_cr,
+    our_spi = _new_spi(ctx, sa)
+    choice = select_phase2(sa_p, allowed, encaps, our_spi, ctx.policy.phase2_lifetime)
+    qm = QuickModeState(mid, our_spi, ni=nonce.data, nr=ctx.rng(NONCE_LEN), id_ci=id_ci, id_cr=id_cr,
                         local_selector=local_sel, remote_selector=remote_sel, chosen=choice.proposal,
                         encap=choice.encap, peer_spi=choice.peer_spi)
     payloads: list[Payload] = [choice.reply, Nonce(data=qm.nr)]
@@ -165,18 +200,14 @@ def _r1(ep: IkeEndpoint, sa: IkeSA, msg: Message, data: bytes) -> None:
         payloads += [id_ci, id_cr]
     payloads.append(_lifetime_notify(our_spi, choice.proposal.lifetime))
     h2 = kdf.qm_hash2(sa.hash, sa.skeyid_a, mid, qm.ni, encode_payloads(payloads)[1])
-    qm.reply = ep.send(sa, ExchangeType.QUICK_MODE, mid, [Hash(data=h2), *payloads], encrypt=True,
+    qm.reply = ctx.send(sa, ExchangeType.QUICK_MODE, mid, [Hash(data=h2), *payloads], encrypt=True,
                        expect="Quick Mode HASH(3)", in_reply_to=data)
     sa.quick_modes[mid] = qm
 
 
-def _i2(ep: IkeEndpoint, sa: IkeSA, msg: Message, qm: QuickModeState, data: bytes) -> None:
+def _i2(ctx: IkeContext, sa: IkeSA, msg: Message, qm: QuickModeState, data: bytes) -> None:
     assert sa.hash
     mid = msg.header.message_id
-    if qm.nr:
-        raise UnexpectedMessage("second Quick Mode reply")
-    if kdf.qm_hash2(sa.hash, sa.skeyid_a, mid, qm.ni, msg.bytes_after_first()) != _first_hash(msg):
-        raise InvalidHashInformation("Quick Mode HASH(2) does not match")
     sa_p = msg.get(SecurityAssociation)
     nonce = msg.get(Nonce)
     if sa_p is None or nonce is None:
@@ -189,32 +220,28 @@ def _i2(ep: IkeEndpoint, sa: IkeSA, msg: Message, qm: QuickModeState, data: byte
             raise MissingPayload("PFS negotiated but no KE in the Quick Mode reply")
         qm.gxy = qm.dh.shared_secret(ke.data)
     for n in msg.notifies():
-        ep.emit(NotifyReceived(sa.id, sa.peer, n.notify_type, n.protocol_id, n.spi, n.data))
+        ctx.emit(NotifyReceived(sa.id, sa.peer, n.notify_type, n.protocol_id, n.spi, n.data))
         if n.notify_type == NotifyType.RESPONDER_LIFETIME:
             qm.responder_lifetime = lifetime_seconds(n.data, n.protocol_id)
-    ep.answered(sa, mid)
+    ctx.answered(sa, mid)
     h3 = kdf.qm_hash3(sa.hash, sa.skeyid_a, mid, qm.ni, qm.nr)
-    ep.send(sa, ExchangeType.QUICK_MODE, mid, [Hash(data=h3)], encrypt=True, in_reply_to=data)
-    _install(ep, sa, qm)
+    ctx.send(sa, ExchangeType.QUICK_MODE, mid, [Hash(data=h3)], encrypt=True, in_reply_to=data)
+    _install(ctx, sa, qm)
 
 
-def _r3(ep: IkeEndpoint, sa: IkeSA, msg: Message, qm: QuickModeState) -> None:
-    assert sa.hash
-    mid = msg.header.message_id
-    if kdf.qm_hash3(sa.hash, sa.skeyid_a, mid, qm.ni, qm.nr) != _first_hash(msg):
-        raise InvalidHashInformation("Quick Mode HASH(3) does not match")
-    ep.answered(sa, mid)
-    _install(ep, sa, qm)
+def _r3(ctx: IkeContext, sa: IkeSA, msg: Message, qm: QuickModeState) -> None:
+    ctx.answered(sa, qm.message_id)
+    _install(ctx, sa, qm)
 
 
-def _install(ep: IkeEndpoint, sa: IkeSA, qm: QuickModeState) -> None:
+def _install(ctx: IkeContext, sa: IkeSA, qm: QuickModeState) -> None:
     """Both directions' KEYMAT (RFC 2409 5.5): each uses the SPI its receiver chose."""
     assert sa.hash and qm.chosen
     sa.quick_modes.pop(qm.message_id, None)
     p = qm.chosen
     transform = make_transform(p.transform, p.key_bits, p.auth)
     if transform.weak:
-        ep.emit(WeakAlgorithm(sa.id, sa.peer, transform.name))
+        ctx.emit(WeakAlgorithm(sa.id, sa.peer, transform.name))
     lifetime = min(p.lifetime, qm.responder_lifetime or p.lifetime)
     k_in = kdf.keymat(sa.hash, sa.skeyid_d, ProtocolId.IPSEC_ESP, qm.our_spi, qm.ni, qm.nr,
                       transform.keymat_len, qm.gxy)
@@ -223,7 +250,7 @@ def _install(ep: IkeEndpoint, sa: IkeSA, qm: QuickModeState) -> None:
     inbound, outbound = int.from_bytes(qm.our_spi, "big"), int.from_bytes(qm.peer_spi, "big")
     margin = (sa.profile.timers.rekey_margin if sa.profile else 0.0) * lifetime
     child = ChildSA(qm.message_id, inbound, outbound, p, qm.encap, qm.local_selector, qm.remote_selector,
-                    ep.now, ep.now + lifetime, ep.now + lifetime - margin if sa.role is Role.INITIATOR else None)
+                    ctx.now, ctx.now + lifetime, ctx.now + lifetime - margin if sa.role is Role.INITIATOR else None)
     sa.children[inbound] = child
     if sa.cisco_udp_port is not None:
         # IPsec over UDP, negotiated as plain tunnel mode. The client sends from the announced port to it; the
@@ -232,14 +259,14 @@ def _install(ep: IkeEndpoint, sa: IkeSA, qm: QuickModeState) -> None:
         remote_port = sa.cisco_udp_port if sa.role is Role.INITIATOR else 0
     else:
         udp, local_port, remote_port = qm.encap in UDP_TUNNEL_MODES, sa.local[1], sa.remote[1]
-    ep.emit(ChildSaUp(sa.id, sa.peer, qm.message_id, inbound, outbound, p.transform, p.key_bits, p.auth,
+    ctx.emit(ChildSaUp(sa.id, sa.peer, qm.message_id, inbound, outbound, p.transform, p.key_bits, p.auth,
                       k_in, k_out, udp, local_port, remote_port, qm.local_selector, qm.remote_selector,
                       lifetime, qm.rekey_of))
 
 
-def child_down(ep: IkeEndpoint, sa: IkeSA, child: ChildSA, reason: str) -> None:
+def child_down(ctx: IkeContext, sa: IkeSA, child: ChildSA, reason: str, cause: Cause = Cause.OTHER) -> None:
     if sa.children.pop(child.inbound_spi, None) is not None:
-        ep.emit(ChildSaDown(sa.id, sa.peer, child.inbound_spi, child.outbound_spi, reason))
+        ctx.emit(ChildSaDown(sa.id, sa.peer, child.inbound_spi, child.outbound_spi, reason, cause))
 
 
 def deadlines(sa: IkeSA) -> list[float]:
@@ -251,13 +278,16 @@ def deadlines(sa: IkeSA) -> list[float]:
     return out
 
 
-def timers(ep: IkeEndpoint, sa: IkeSA) -> None:
+def timers(ctx: IkeContext, sa: IkeSA) -> None:
     from natt.ike import info
 
     for child in list(sa.children.values()):
-        if ep.now >= child.expires_at:
-            info.send_delete_child(ep, sa, child)
-            child_down(ep, sa, child, "lifetime expired")
-        elif child.rekey_at is not None and not child.rekeyed and ep.now >= child.rekey_at:
+        if ctx.now >= child.expires_at:
+            info.send_delete_child(ctx, sa, child)
+            child_down(ctx, sa, child, "lifetime expired", Cause.LIFETIME_EXPIRED)
+        elif child.rekey_at is not None and not child.rekeyed and ctx.now >= child.rekey_at:
             child.rekeyed = True
-            start(ep, sa, child.remote_selector, rekey_of=child.inbound_spi)
+            start(ctx, sa, child.remote_selector, rekey_of=child.inbound_spi)
+
+
+QUICK_MODE = QuickMode()

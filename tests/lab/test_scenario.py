@@ -36,15 +36,8 @@ def random_prefix() -> str:
 
 @pytest.fixture(scope="module")
 def sc() -> Iterator[Scenario]:
-    prefix = random_prefix()
-    sc = None
-    try:
-        sc = scenario.bring_up(prefix, CONFIGS, out=lambda *_: None)
-        yield sc
-    finally:
-        if sc is not None:
-            sc.stop()
-        scenario.tear_down(prefix)
+    with scenario.seed_lab("ns", CONFIGS) as s:
+        yield s
 
 
 def test_both_clients_connected_and_pass_traffic(sc: Scenario) -> None:

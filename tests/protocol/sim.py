@@ -1,7 +1,9 @@
 """An in-memory network for protocol tests: endpoints, a PAT device, a fake clock, userspace ESP.
 
-Nothing here is a mock of natt: the real IkeEndpoint and EspSA objects run, and only the wire
-between them is simulated (the PAT rewrites addresses and ports the way a real one does).
+Nothing here is a mock of natt: the real IkeEndpoint, SaTable and EspSA objects run, and only the wire
+between them is simulated (the PAT rewrites addresses and ports the way a real one does). Each node keeps
+its child SAs in the same SA table the daemons' data path uses, with the same rules: one owner per inner
+address, selector checks on what decrypts, NAT-T peers moved only by IKE.
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ import ipaddress
 import struct
 from dataclasses import dataclass, field
 
+from natt.errors import EspError, SelectorConflict
 from natt.esp.sa import EspSA, peek_spi
-from natt.esp.transforms import make_transform
+from natt.esp.table import SaTable
 from natt.esp.udpencap import DatagramKind, classify_4500
 from natt.ike.config import ClientProfile, ConcentratorPolicy
 from natt.ike.endpoint import IkeEndpoint
-from natt.ike.events import ChildSaDown, ChildSaUp, IkeEvent
+from natt.ike.events import ChildSaDown, ChildSaUp, IkeEvent, PortFloated, XauthCheck
 from natt.wire.constants import IKE_PORT, NATT_PORT
 
 UDP, ESP = 17, 50
@@ -78,29 +81,59 @@ class Node:
     address: str
     endpoint: IkeEndpoint
     events: list[IkeEvent] = field(default_factory=list)
-    inbound: dict[int, EspSA] = field(default_factory=dict)
-    outbound: dict[int, tuple[EspSA, ChildSaUp]] = field(default_factory=dict)
+    table: SaTable = field(default_factory=SaTable)
+    ups: dict[int, ChildSaUp] = field(default_factory=dict)  # inbound SPI → the event that installed it
     delivered: list[bytes] = field(default_factory=list)
     esp_errors: list[str] = field(default_factory=list)
+    selector_conflicts: list[SelectorConflict] = field(default_factory=list)
+    answer_xauth: bool = True  # answer XauthCheck events at once with the policy's verify_user
+
+    @property
+    def inbound(self) -> dict[int, EspSA]:
+        """Inbound SPI → inbound EspSA, every installed child."""
+        return {spi: entry.esp for spi, entry in self.table.inbound.items()}
+
+    @property
+    def outbound(self) -> dict[int, tuple[EspSA, ChildSaUp]]:
+        """Inbound SPI → (outbound EspSA, ChildSaUp) of every installed child, oldest first."""
+        return {spi: (entry.outbound.esp, self.ups[spi]) for spi, entry in self.table.inbound.items()}
 
     def of(self, cls: type) -> list:
         return [e for e in self.events if isinstance(e, cls)]
 
-    def take_events(self) -> None:
+    def take_events(self) -> bool:
+        """Events into the SA table, as the daemons' _on_event does (the transport handle is the local UDP
+        port, so IPsec over UDP learns its peer's port in the data path and NAT-T follows IKE)."""
+        answered = False
         while (e := self.endpoint.next_event()) is not None:
             self.events.append(e)
-            if isinstance(e, ChildSaUp):
-                t = make_transform(e.transform, e.key_bits, e.auth)
-                self.inbound[e.inbound_spi] = EspSA(e.inbound_spi, t, e.keymat_in, outbound=False)
-                self.outbound[e.inbound_spi] = (EspSA(e.outbound_spi, t, e.keymat_out, outbound=True), e)
+            sa = self.endpoint.sas.get(e.sa_id)
+            if isinstance(e, ChildSaUp) and sa is not None:
+                try:
+                    self.table.install(e, sa.peer, e.local_port if e.udp_encap else None,
+                                       follows_ike=e.udp_encap and e.local_port == self.endpoint.natt_port)
+                except SelectorConflict as err:
+                    self.selector_conflicts.append(err)
+                    continue
+                self.ups[e.inbound_spi] = e
             elif isinstance(e, ChildSaDown):
-                self.inbound.pop(e.inbound_spi, None)
-                self.outbound.pop(e.inbound_spi, None)
+                self.table.remove(e.inbound_spi)
+                self.ups.pop(e.inbound_spi, None)
+            elif isinstance(e, PortFloated) and sa is not None:
+                self.table.update_remote(sa.id, sa.remote)
+            elif isinstance(e, XauthCheck) and self.endpoint.policy is not None and self.answer_xauth:
+                # What the daemon does in its worker thread; here at once (or held, for tests of the wait).
+                ok = self.endpoint.policy.verify_user(e.user, e.password)
+                self.endpoint.xauth_verdict(e.ticket, ok, self.endpoint.now)
+                answered = True
+        return answered
 
     def child_for(self, remote_selector: str) -> tuple[EspSA, ChildSaUp]:
-        for sa, up in reversed(list(self.outbound.values())):
+        """The newest installed child for a remote selector: (outbound EspSA, its ChildSaUp)."""
+        for spi in reversed(self.table.inbound):
+            up = self.ups[spi]
             if up.remote_selector == remote_selector:
-                return sa, up
+                return self.table.inbound[spi].outbound.esp, up
         raise KeyError(remote_selector)
 
 
@@ -151,27 +184,38 @@ class Network:
 
     def _deliver(self, node: Node, p: Packet) -> None:
         if p.proto == ESP:
-            self._esp_in(node, p.data, p.src)
+            self._esp_in(node, p.data, p.src, None)
             return
         if p.dst[1] == NATT_PORT or p.dst[1] != IKE_PORT:
             kind, body = classify_4500(p.data)
             if kind is DatagramKind.ESP:
-                self._esp_in(node, bytes(body), p.src)
+                self._esp_in(node, bytes(body), p.src, p.dst[1])
                 return
         node.endpoint.receive_datagram(p.data, p.src, p.dst[1], self.now)
 
-    def _esp_in(self, node: Node, data: bytes, src: tuple[str, int]) -> None:
-        from natt.errors import EspError
-
+    def _esp_in(self, node: Node, data: bytes, src: tuple[str, int], via: int | None) -> None:
+        """What the daemons' Datapath._esp_in does with one ESP packet that arrived on UDP port `via` (None: raw)."""
         try:
-            sa = node.inbound.get(peek_spi(data))
-            if sa is None:
+            entry = node.table.inbound.get(peek_spi(data))
+            if entry is None:
                 node.esp_errors.append("unknown_spi")
                 return
-            _, inner = sa.decrypt(data)
+            _, inner = entry.esp.decrypt(data)
         except EspError as e:
             node.esp_errors.append(e.kind)
             return
+        if not entry.admits(inner):
+            node.esp_errors.append("selector-mismatch")
+            return
+        out = entry.outbound
+        if src != out.remote and via is not None and via == out.sock:
+            if out.follows_ike:  # NAT-T: IKE decides whether the peer moved; its PortFloated moves the SA
+                moved = getattr(node.endpoint, "esp_peer_moved", None)
+                if moved is not None:
+                    moved(entry.sa_id, src, self.now)
+                    node.take_events()
+            else:  # IPsec over UDP learns the peer's port from its ESP
+                node.table.learn_remote(entry.sa_id, via, src)
         node.delivered.append(inner)
 
     def pump(self, rounds: int = 50) -> None:
@@ -182,7 +226,8 @@ class Network:
                 for d in node.endpoint.datagrams_to_send():
                     moved = True
                     self.send(Packet(UDP, (node.address, d.local_port), d.remote, d.data))
-                node.take_events()
+                if node.take_events():
+                    moved = True  # an XAUTH verdict went back in: its reply is queued
             if not moved:
                 return
         raise AssertionError("the exchange did not settle")
@@ -197,6 +242,23 @@ class Network:
                 if t is not None and t <= self.now:
                     node.endpoint.handle_timer(self.now)
             self.pump()
+
+    def route_esp(self, node: Node, inner: bytes) -> bytes | None:
+        """Route one inner packet through the node's SA table (as the daemons' TUN → ESP path does), encrypt and
+        send it; None, with the reason in esp_errors, if nothing routes it."""
+        out = node.table.route(inner) if len(inner) >= 20 else None
+        if out is None:
+            node.esp_errors.append("no-sa-for-flow")
+            return None
+        if out.udp and not out.remote[1]:
+            node.esp_errors.append("peer-port-unknown")
+            return None
+        esp = out.esp.encrypt(inner)
+        if out.udp:
+            self.send(Packet(UDP, (node.address, out.sock), out.remote, esp))
+        else:
+            self.send(Packet(ESP, (node.address, 0), (out.remote[0], 0), esp))
+        return esp
 
     def send_esp(self, node: Node, remote_selector: str, inner: bytes) -> bytes:
         """Encrypt and send one inner packet on the child SA for remote_selector."""

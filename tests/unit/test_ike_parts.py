@@ -129,3 +129,26 @@ def test_detect_accepts_message_1_ports_after_the_float() -> None:
     status = natd.detect(received, md5, IC, RC, local=[("198.51.100.50", 4500), ("198.51.100.50", 500)],
                          remote=[("203.0.113.78", 1026), ("203.0.113.78", 1025)])
     assert not status.local_behind_nat and status.remote_behind_nat
+
+
+def test_readme_shows_the_state_table_as_the_code_has_it() -> None:
+    """One place for the fact: the README's copy of the state x exchange table is the code's, word for word."""
+    from pathlib import Path
+
+    from natt.ike.rules import table_text
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert table_text() in readme
+
+
+def test_every_accepted_kind_has_a_task_and_plain_kinds_are_phase1_or_notify() -> None:
+    from natt.ike import endpoint
+    from natt.ike.rules import ACCEPTS, PLAIN_KINDS, Kind
+
+    accepted = set().union(*ACCEPTS.values())
+    assert accepted <= set(endpoint._TASKS), "a kind the table accepts must have a task to process it"
+    assert {Kind.AM_1, Kind.AM_2, Kind.MM_1, Kind.MM_2, Kind.MM_3, Kind.MM_4, Kind.INFO_PLAIN} >= PLAIN_KINDS
+    quick = {Kind.QM_1, Kind.QM_2, Kind.QM_3}
+    for (role, state), kinds in ACCEPTS.items():
+        if kinds & quick:
+            assert state.value == "established", f"Quick Mode accepted in {role.value} {state.value}"
