@@ -51,6 +51,7 @@ class Outbound:
     # NAT-T: the remote is the IKE SA's peer endpoint and moves only when IKE says so (update_remote).
     # Otherwise (IPsec over UDP) the data path learns the port from the peer's ESP (learn_remote).
     follows_ike: bool
+    owner: int  # the session that owns the remote selector (its IKE SAs may change: a re-authentication)
     lnet: int
     lmask: int
     lplen: int
@@ -90,7 +91,7 @@ class _Claim:
     net: int
     mask: int
     plen: int
-    sa_id: int
+    owner: int
     children: int = 0
 
     def overlaps(self, net: int, mask: int, plen: int) -> bool:
@@ -113,6 +114,7 @@ class SaTable:
         self._hosts: dict[int, list[Outbound]] = {}
         self._wide: list[Outbound] = []
         self._by_sa: dict[int, list[Outbound]] = {}
+        self._routed_by_owner: dict[int, list[Outbound]] = {}
         self._in_by_sa: dict[int, dict[int, Inbound]] = {}
         self._flows: dict[bytes, Outbound | None] = {}
         # Remote selector owners, the same split: /32 by address, the few wider ones in a list.
@@ -126,21 +128,23 @@ class SaTable:
         overlaps one another session owns."""
         lnet, lmask, lplen = parse_selector(up.local_selector)
         rnet, rmask, rplen = parse_selector(up.remote_selector)
-        claim = self._conflict(up.sa_id, rnet, rmask, rplen)
+        owner = up.session_id or up.sa_id
+        claim = self._conflict(owner, rnet, rmask, rplen)
         if claim is not None:
             raise SelectorConflict(f"SA {up.sa_id}: remote selector {up.remote_selector} overlaps {claim}, "
-                                   f"owned by SA {claim.sa_id}")
+                                   f"owned by session {claim.owner}")
         if up.inbound_spi in self.inbound:  # a reused SPI replaces what it named, with its claim
             self.remove(up.inbound_spi)
         t = make_transform(up.transform, up.key_bits, up.auth)
         out = Outbound(EspSA(up.outbound_spi, t, up.keymat_out, outbound=True), up.sa_id, up.inbound_spi,
-                       (peer, up.remote_port if up.udp_encap else 0), sock, follows_ike,
+                       (peer, up.remote_port if up.udp_encap else 0), sock, follows_ike, owner,
                        lnet, lmask, lplen, rnet, rmask, rplen)
-        # The newest SA for a selector pair wins (a rekey); the old one stays for inbound until removed.
-        for old in [o for o in self._by_sa.get(up.sa_id, ()) if o.selectors == out.selectors]:
+        # The newest SA of the session for a selector pair wins (a rekey, or the same tunnel under a re-
+        # authenticated IKE SA); the old one stays for inbound until removed.
+        for old in [o for o in self._routed_by_owner.get(owner, ()) if o.selectors == out.selectors]:
             self._unroute(old)
         self._route_add(out)
-        self._claim(up.sa_id, rnet, rmask, rplen)
+        self._claim(owner, rnet, rmask, rplen)
         entry = Inbound(EspSA(up.inbound_spi, t, up.keymat_in, outbound=False), up.sa_id, out)
         self.inbound[up.inbound_spi] = entry
         self._in_by_sa.setdefault(up.sa_id, {})[up.inbound_spi] = entry
@@ -153,7 +157,7 @@ class SaTable:
             return None
         out = entry.outbound
         self._unroute(out)
-        self._release(entry.sa_id, out.rnet, out.rplen)
+        self._release(out.owner, out.rnet, out.rplen)
         mine = self._in_by_sa.get(entry.sa_id)
         if mine is not None:
             mine.pop(inbound_spi, None)
@@ -168,37 +172,37 @@ class SaTable:
         net, _, plen = parse_selector(selector)
         claim = self._host_claims.get(net) if plen == 32 else next(
             (c for c in self._wide_claims if c.net == net and c.plen == plen), None)
-        return None if claim is None else claim.sa_id
+        return None if claim is None else claim.owner
 
-    def _conflict(self, sa_id: int, net: int, mask: int, plen: int) -> _Claim | None:
+    def _conflict(self, owner: int, net: int, mask: int, plen: int) -> _Claim | None:
         if plen == 32:
             host = self._host_claims.get(net)
-            if host is not None and host.sa_id != sa_id:
+            if host is not None and host.owner != owner:
                 return host
         else:  # a wide selector (rare on a concentrator) may cover any owned host
-            host = next((c for c in self._host_claims.values() if c.sa_id != sa_id and c.net & mask == net), None)
+            host = next((c for c in self._host_claims.values() if c.owner != owner and c.net & mask == net), None)
             if host is not None:
                 return host
-        return next((c for c in self._wide_claims if c.sa_id != sa_id and c.overlaps(net, mask, plen)), None)
+        return next((c for c in self._wide_claims if c.owner != owner and c.overlaps(net, mask, plen)), None)
 
-    def _claim(self, sa_id: int, net: int, mask: int, plen: int) -> None:
+    def _claim(self, owner: int, net: int, mask: int, plen: int) -> None:
         if plen == 32:
             claim = self._host_claims.get(net)
             if claim is None:
-                claim = self._host_claims[net] = _Claim(net, mask, plen, sa_id)
+                claim = self._host_claims[net] = _Claim(net, mask, plen, owner)
         else:
             claim = next((c for c in self._wide_claims if c.net == net and c.plen == plen), None)
             if claim is None:
-                claim = _Claim(net, mask, plen, sa_id)
+                claim = _Claim(net, mask, plen, owner)
                 self._wide_claims.append(claim)
         claim.children += 1
 
-    def _release(self, sa_id: int, net: int, plen: int) -> None:
+    def _release(self, owner: int, net: int, plen: int) -> None:
         if plen == 32:
             claim = self._host_claims.get(net)
         else:
             claim = next((c for c in self._wide_claims if c.net == net and c.plen == plen), None)
-        if claim is None or claim.sa_id != sa_id:
+        if claim is None or claim.owner != owner:
             return
         claim.children -= 1
         if claim.children <= 0:
@@ -233,6 +237,7 @@ class SaTable:
             self._wide.append(out)
             self._wide.sort(key=lambda o: (o.rplen, o.lplen), reverse=True)
         self._by_sa.setdefault(out.sa_id, []).append(out)
+        self._routed_by_owner.setdefault(out.owner, []).append(out)
         self._flows.clear()
 
     def _unroute(self, out: Outbound) -> None:
@@ -244,11 +249,12 @@ class SaTable:
                     del self._hosts[out.rnet]
         elif out in self._wide:
             self._wide.remove(out)
-        mine = self._by_sa.get(out.sa_id, [])
-        if out in mine:
-            mine.remove(out)
-            if not mine:
-                del self._by_sa[out.sa_id]
+        for index, key in ((self._by_sa, out.sa_id), (self._routed_by_owner, out.owner)):
+            mine = index.get(key, [])
+            if out in mine:
+                mine.remove(out)
+                if not mine:
+                    del index[key]
         self._flows.clear()
 
     # -- where the peer is ---------------------------------------------------------------------

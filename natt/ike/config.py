@@ -109,6 +109,11 @@ class GroupPolicy:
     # (vpnc --natt-mode cisco-udp). Used only when NAT-T was not negotiated: NAT-T is preferred.
     ipsec_over_udp: bool = False
     ipsec_over_udp_port: int = CISCO_UDP_PORT
+    # Simultaneous logins of one user (the VPN 3000's per-group limit): how many sessions at once (0 = no limit),
+    # and at the limit "refuse" the new login (an XAUTH failure that says why) or "replace" the oldest session
+    # (a DELETE, with its reason, sent to it). Never a silent kick.
+    max_logins: int = 1
+    login_limit_action: str = "refuse"
 
 
 @dataclass

@@ -47,6 +47,7 @@ from natt.ike.events import (
     MessageRefused,
     MessageSent,
     PortFloated,
+    Reauthenticated,
     XauthCheck,
 )
 from natt.ike.ikesa import (
@@ -81,6 +82,7 @@ MAX_REPLY_CACHE = 4  # a peer retransmits its latest request(s); two Quick Modes
 # A peer gives up retransmitting well within this (vpnc: 5 tries over ~30 s; strongSwan: ~165 s for IKEv2, 5
 # IKEv1 retransmits within ~60 s by default); after it, cached replies only cost memory in an idle session.
 REPLY_CACHE_TTL = 180.0
+REAUTH_RETRY = 10.0  # a failed re-authentication is tried again after this, while the old SA lives
 
 
 class IkeEndpoint:
@@ -121,18 +123,29 @@ class IkeEndpoint:
         self._decoy_key = rng(32)
         self.throttle = LoginThrottle(policy.xauth_throttle if policy is not None else ThrottleSettings())
         self._tickets: dict[int, int] = {}  # XAUTH credential checks under way: ticket → SA id
+        self._members: Counter[int] = Counter()  # session → its live IKE SAs (a re-authentication has two)
+        self._established_in: Counter[int] = Counter()  # session → its IKE SAs past phase 1
+        self._by_user: dict[str, set[int]] = {}  # XAUTH user → SA ids (users who passed)
         self._next_ticket = 1
 
     # -- the I/O side's calls --------------------------------------------------------------
 
-    def connect(self, profile: ClientProfile, now: float, local_port: int | None = None) -> int:
-        """Start phase 1 towards profile.peer as the initiator; returns the SA handle."""
+    def connect(self, profile: ClientProfile, now: float, local_port: int | None = None, *,
+                reauth_of: int | None = None) -> int:
+        """Start phase 1 towards profile.peer as the initiator; returns the SA handle. With `reauth_of`, the new SA
+        re-authenticates that one: same session, no INITIAL-CONTACT, and it takes over the tunnels once its own
+        are up (then the old one is deleted)."""
         self.now = now
         port = local_port or self.ike_port
         self._plain_ports.add(port)  # an initiator may start IKE from any source port
         sa = self._new_sa(Role.INITIATOR, self.rng(8), ZERO_COOKIE, (self.local_address, port),
                           (profile.peer, IKE_PORT))
         sa.initiator = InitiatorHold(profile)
+        old = self.sas.get(reauth_of) if reauth_of is not None else None
+        if old is not None and old.initiator is not None:
+            self._join_session(sa, old.session_id)
+            sa.initiator.reauth_of = old.id
+            old.initiator.reauth_by = sa.id
         sa.mode = profile.mode
         phase1.start(self, sa)
         self._schedule(sa)
@@ -206,16 +219,40 @@ class IkeEndpoint:
             heapq.heappush(self._timer_heap, (when, sa.id))
 
     def delete_sa(self, sa_id: int, now: float, reason: str = "administrator request",
-                  cause: Cause = Cause.ADMIN) -> None:
-        """Tell the peer (delete notifies for every child and the IKE SA), then forget the SA."""
+                  cause: Cause = Cause.ADMIN, *, tell: bool = False) -> None:
+        """Tell the peer (delete notifies for every child and the IKE SA; with `tell`, the reason first, so its user
+        learns why), then forget the SA."""
         self.now = now
         sa = self.sas.get(sa_id)
         if sa is None:
             return
         if sa.state in AFTER_PHASE1_STATES and sa.enc_key and sa.p1_last_block:
+            if tell:
+                info.send_delete_reason(self, sa, reason)
             info.send_delete_all(self, sa)
         self.remove_sa(sa, reason, cause)
         self._schedule(sa)
+
+    def reauthenticate(self, sa_id: int, now: float) -> int | None:
+        """Phase 1 rekey, the initiator's way (IKEv1 has no other): a new phase 1, XAUTH and Mode Config for the
+        same session, its own Quick Modes, then the old SA goes. The new SA's handle, or None."""
+        old = self.sas.get(sa_id)
+        if old is None or old.initiator is None or old.state is not State.ESTABLISHED or old.initiator.reauth_by:
+            return None
+        self.stats["reauthentications"] += 1
+        new = self.connect(old.initiator.profile, now, old.first_local_port, reauth_of=sa_id)
+        self._schedule(old)
+        return new
+
+    def rekey_children(self, sa_id: int, now: float) -> int:
+        """Rekey every child of an established SA now, from this side (the operator's `rekey --phase2`)."""
+        self.now = now
+        sa = self.sas.get(sa_id)
+        if sa is None or sa.state is not State.ESTABLISHED:
+            return 0
+        started = quick.rekey(self, sa)
+        self._schedule(sa)
+        return started
 
     def xauth_verdict(self, ticket: int, ok: bool, now: float) -> None:
         """The daemon checked the credentials of an XauthCheck event (off its loop): go on with that SA."""
@@ -249,7 +286,60 @@ class IkeEndpoint:
         return [sa for sa in self.sas.values() if sa.state not in (State.DELETED,)]
 
     def sessions_of(self, user: str) -> list[IkeSA]:
-        return [sa for sa in self.sas.values() if sa.user == user and sa.state is not State.DELETED]
+        """The live SAs of a user who passed XAUTH (an index: logins stay O(1) with thousands of sessions)."""
+        return [self.sas[i] for i in self._by_user.get(user, ()) if i in self.sas]
+
+    def _join_session(self, sa: IkeSA, session_id: int) -> None:
+        self._members[sa.session_id] -= 1
+        if self._members[sa.session_id] <= 0:
+            del self._members[sa.session_id]
+        sa.session_id = session_id
+        self._members[session_id] += 1
+
+    def admit_login(self, sa: IkeSA) -> str | None:
+        """A user passed XAUTH: may this login go on? None = yes (perhaps as a re-authentication of its own
+        session, or after replacing older ones); else why not (told to the client in the XAUTH status).
+
+        - The same client (address and port) making a new IKE SA for a session it has, without INITIAL-CONTACT,
+          re-authenticates: the new SA joins that session (same address, same counters), the old one goes later.
+        - INITIAL-CONTACT from that same client (address and port) says it lost its state: its sessions from there
+          are stale and go, each told why (DELETE-REASON, then DELETE). From another port of the same address it is
+          another machine behind the same PAT (the seed's set-up): the limit below decides, never the address.
+        - Then the group's simultaneous-login limit: refuse the new login, or replace the oldest session."""
+        group = sa.group
+        assert group is not None
+        self._by_user.setdefault(sa.user, set()).add(sa.id)
+        others = [o for o in self.sessions_of(sa.user) if o is not sa and o.group is not None
+                  and o.group.name == group.name and o.session_id != sa.session_id
+                  and o.state in (State.XAUTH_STATUS, State.MODECFG, State.ESTABLISHED)]
+        initial_contact = sa.responder is not None and sa.responder.initial_contact
+        if not initial_contact:
+            same = next((o for o in others if o.remote == sa.remote), None)
+            if same is not None:
+                self._join_session(sa, same.session_id)
+                self.stats["reauthentications"] += 1
+                return None
+        else:
+            for o in [o for o in others if o.remote == sa.remote]:
+                self.delete_sa(o.id, self.now, f"replaced: user [{sa.user}] logged in again from {sa.peer} "
+                               "(INITIAL-CONTACT)", Cause.REPLACED, tell=True)
+                others.remove(o)
+        sessions: dict[int, list[IkeSA]] = {}
+        for o in others:
+            sessions.setdefault(o.session_id, []).append(o)
+        if not group.max_logins or len(sessions) < group.max_logins:
+            return None
+        if group.login_limit_action != "replace":
+            self.stats["login-limit-refused"] += 1
+            return (f"user [{sa.user}] already has {len(sessions)} session(s), the limit of group [{group.name}]; "
+                    "log out the other session first")
+        oldest = sorted(sessions.values(), key=lambda ss: min(s.created_at for s in ss))
+        for ss in oldest[: len(sessions) - group.max_logins + 1]:
+            for o in ss:
+                self.delete_sa(o.id, self.now, f"replaced: user [{sa.user}] logged in from {sa.peer} (group "
+                               f"[{group.name}] allows {group.max_logins} session(s))", Cause.REPLACED, tell=True)
+            self.stats["login-limit-replaced"] += 1
+        return None
 
     # -- services for the exchange modules -------------------------------------------------
 
@@ -336,7 +426,10 @@ class IkeEndpoint:
         self.emit(XauthCheck(sa.id, sa.peer, ticket, user, password))
 
     def session_established(self, sa: IkeSA) -> None:
-        """Phase 1 (and XAUTH) complete: the SA counts as a session."""
+        """Phase 1 (and XAUTH) complete: the SA counts as a session, unless it re-authenticates one that counts."""
+        self._established_in[sa.session_id] += 1
+        if self._established_in[sa.session_id] > 1:
+            return
         self.total_sessions += 1
         self.established_count += 1
         self.peak_sessions = max(self.peak_sessions, self.established_count)
@@ -356,11 +449,24 @@ class IkeEndpoint:
         for child in list(sa.children.values()):
             quick.child_down(self, sa, child, reason, cause)
         if sa.established_at is not None:
-            self.established_count -= 1
+            self._established_in[sa.session_id] -= 1
+            if self._established_in[sa.session_id] <= 0:
+                del self._established_in[sa.session_id]
+                self.established_count -= 1
         sa.state = State.DELETED
         sa.delete_reason = reason
-        if sa.role is Role.RESPONDER and sa.assigned_address and sa.group:
-            self.pool_for(sa.group).release(sa.assigned_address)
+        self._members[sa.session_id] -= 1
+        if self._members[sa.session_id] <= 0:
+            del self._members[sa.session_id]
+            if sa.role is Role.RESPONDER and sa.assigned_address and sa.group:
+                self.pool_for(sa.group).release(sa.assigned_address)  # the session's last SA: its address goes
+        users = self._by_user.get(sa.user)
+        if users is not None:
+            users.discard(sa.id)
+            if not users:
+                del self._by_user[sa.user]
+        if sa.initiator is not None:
+            self._reauth_ended(sa)
         if sa.responder is not None and sa.responder.xauth_ticket is not None:
             self._tickets.pop(sa.responder.xauth_ticket, None)
         self.sas.pop(sa.id, None)
@@ -375,6 +481,8 @@ class IkeEndpoint:
                 local: tuple[str, int], remote: tuple[str, int]) -> IkeSA:
         sa = IkeSA(self._next_id, role, icookie, rcookie, local, remote, self.now)
         sa.last_inbound = self.now
+        sa.session_id = self._next_id  # a login of its own, until a re-authentication says otherwise
+        self._members[sa.session_id] += 1
         self._next_id += 1
         self.sas[sa.id] = sa
         self.register_cookies(sa)
@@ -486,6 +594,27 @@ class IkeEndpoint:
                 # Encrypted (the peer is authenticated), and kept as the reply to these bytes: the peer's
                 # retransmission of the refused message is answered the same way, not decrypted again.
                 info.send_plain_notify(self, sa, e, in_reply_to=data)
+        if sa.initiator is not None and sa.initiator.reauth_of is not None:
+            self._reauth_progress(sa)
+
+    def _reauth_progress(self, sa: IkeSA) -> None:
+        """A re-authenticating SA whose own tunnels are all up takes over: the old SA (and its pairs) is deleted."""
+        assert sa.initiator is not None and sa.initiator.reauth_of is not None
+        if sa.state is not State.ESTABLISHED or not sa.children or \
+                any(q.ours and not q.abandoned for q in sa.quick_modes.values()):
+            return
+        old_id, sa.initiator.reauth_of = sa.initiator.reauth_of, None
+        self.emit(Reauthenticated(sa.id, sa.peer, old_id, sa.session_id))
+        self.delete_sa(old_id, self.now, "replaced by re-authentication (phase 1 rekey)", Cause.REKEYED)
+
+    def _reauth_ended(self, sa: IkeSA) -> None:
+        """An SA went: if it was re-authenticating another that still lives, that one tries again shortly."""
+        assert sa.initiator is not None
+        old = self.sas.get(sa.initiator.reauth_of) if sa.initiator.reauth_of is not None else None
+        if old is not None and old.initiator is not None and old.initiator.reauth_by == sa.id:
+            old.initiator.reauth_by = None
+            old.rekey_at = min((old.expires_at or self.now) - 1.0, self.now + REAUTH_RETRY)
+            self._schedule(old)
 
     def _not_allowed(self, sa: IkeSA, remote: tuple[str, int], header: Header, kind: Kind | None) -> None:
         """The table refused it: counted by kind, logged with the state and exchange, and nothing changes."""
@@ -554,6 +683,8 @@ class IkeEndpoint:
         d += quick.deadlines(sa)
         if sa.expires_at is not None:
             d.append(sa.expires_at)
+        if sa.rekey_at is not None:
+            d.append(sa.rekey_at)
         return d
 
     def _sa_timers(self, sa: IkeSA) -> None:
@@ -565,6 +696,11 @@ class IkeEndpoint:
                 continue
             if r.tries_left <= 0:
                 sa.pending.pop(mid, None)
+                if quick.quick_mode_gave_up(self, sa, mid):
+                    self.stats["quick-mode-timeout"] += 1
+                    self.emit(ExchangeFailed(sa.id, sa.peer, f"no answer to {r.what}", None, False,
+                                             Cause.RETRANSMIT_TIMEOUT))
+                    continue
                 self.emit(ExchangeFailed(sa.id, sa.peer, f"no answer to {r.what}", None, True,
                                          Cause.RETRANSMIT_TIMEOUT))
                 self.stats["retransmit-timeout"] += 1
@@ -585,6 +721,10 @@ class IkeEndpoint:
             self.stats["modecfg-timeout"] += 1
             self.delete_sa(sa.id, now, "Mode Config not completed in time", Cause.HALF_OPEN_TIMEOUT)
             return
+        if sa.rekey_at is not None and now >= sa.rekey_at and sa.initiator is not None and \
+                sa.initiator.reauth_by is None:
+            sa.rekey_at = None
+            self.reauthenticate(sa.id, now)
         if sa.expires_at is not None and now >= sa.expires_at:
             self.delete_sa(sa.id, now, "phase 1 lifetime expired", Cause.LIFETIME_EXPIRED)
             return

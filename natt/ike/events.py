@@ -31,6 +31,8 @@ class Cause(Enum):
     UNKNOWN_SA = "unknown IKE SA"
     REPLACED = "replaced by a new login"
     UNKNOWN_SPI = "no such SA in this session"
+    REKEYED = "replaced by a rekey"
+    LOGIN_LIMIT = "simultaneous login limit"
     OTHER = "error"
 
 
@@ -191,6 +193,7 @@ class ChildSaUp(IkeEvent):
     remote_selector: str
     lifetime: int
     rekey_of: int | None = None  # inbound SPI of the SA this one replaces
+    session_id: int = 0  # the login this tunnel belongs to (kept across rekeys and re-authentication); 0 = sa_id
 
 
 @dataclass(frozen=True)
@@ -234,6 +237,15 @@ class ExchangeFailed(IkeEvent):
 class IkeSaDown(IkeEvent):
     reason: str
     cause: Cause = Cause.OTHER
+
+
+@dataclass(frozen=True)
+class Reauthenticated(IkeEvent):
+    """A new IKE SA (sa_id) took over a session from an older one (old_sa_id), before that one expired: the
+    tunnels moved, the address stayed (phase 1 rekey by re-authentication)."""
+
+    old_sa_id: int
+    session_id: int
 
 
 @dataclass(frozen=True)

@@ -78,8 +78,9 @@ class ChildSA:
     remote_selector: str
     established_at: float
     expires_at: float
-    rekey_at: float | None
-    rekeyed: bool = False
+    rekey_at: float | None  # soft lifetime: when this side starts its replacement (None: never)
+    rekeyed: bool = False  # a replacement is under way or done: no second one
+    delete_at: float | None = None  # replaced by a rekey this side made: deleted then (after a grace period)
 
 
 @dataclass(slots=True)
@@ -103,6 +104,8 @@ class QuickModeState:
     peer_spi: bytes = b""
     gxy: bytes | None = None
     responder_lifetime: int | None = None
+    ours: bool = False  # this side sent message 1 (either role may: a rekey)
+    abandoned: bool = False  # lost a rekey collision: a reply to it gets no HASH(3) and installs nothing
 
 
 @dataclass(slots=True)
@@ -113,6 +116,9 @@ class InitiatorHold:
     offered: tuple[Phase1Proposal, ...] = ()
     xauth_answers: int = 0
     quick_modes_started: bool = False
+    reauth_of: int | None = None  # this SA re-authenticates that one (phase 1 rekey): it takes over its tunnels
+    reauth_by: int | None = None  # the SA re-authenticating this one, while it runs
+    peer_reason: str = ""  # what the gateway said (DELETE-REASON) before it ended the session
 
 
 @dataclass(slots=True)
@@ -190,6 +196,8 @@ class IkeSA:
     next_keepalive: float | None = None
     next_heartbeat: float | None = None
     delete_reason: str = ""
+    session_id: int = 0  # the login this SA serves: kept by a re-authentication, so the tunnels stay the session's
+    rekey_at: float | None = None  # phase 1 soft lifetime: when the initiator re-authenticates
     seen_mids: list[int] = field(default_factory=list)  # the last SEEN_MIDS authenticated inbound (M-ID, kind)s
     first_remote: tuple[str, int] = ("", 0)  # where message 1 came from / went to (NAT-D, see natd.detect)
     first_local_port: int = 500

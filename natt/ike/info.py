@@ -96,6 +96,11 @@ def send_delete_child(ctx: IkeContext, sa: IkeSA, child: ChildSA) -> None:
         ctx.send_hashed(sa, ExchangeType.INFORMATIONAL, ctx.new_message_id(sa), [d])
 
 
+def send_delete_reason(ctx: IkeContext, sa: IkeSA, reason: str) -> None:
+    """Why the session ends, before its DELETE (private status DELETE-REASON): the client shows it to its user."""
+    send_notify(ctx, sa, Notify(NotifyType.DELETE_REASON, ProtocolId.ISAKMP, _cookies(sa), reason.encode()[:200]))
+
+
 def send_delete_all(ctx: IkeContext, sa: IkeSA) -> None:
     for child in list(sa.children.values()):
         send_delete_child(ctx, sa, child)
@@ -152,11 +157,15 @@ def _notify(ctx: IkeContext, sa: IkeSA, n: Notify) -> None:
         seq = int.from_bytes(n.data[:4], "big") if len(n.data) >= 4 else 0
         ctx.emit(DpdEvent(sa.id, sa.peer, "heartbeat-received", seq))
     elif n.notify_type == NotifyType.RESPONDER_LIFETIME and n.protocol_id == ProtocolId.ISAKMP:
+        from natt.ike.phase1 import schedule_reauth
         from natt.ike.proposals import lifetime_seconds
 
         seconds = lifetime_seconds(n.data, n.protocol_id)
         if seconds and sa.established_at is not None:
             sa.expires_at = min(sa.expires_at or float("inf"), sa.established_at + seconds)
+            schedule_reauth(ctx, sa)
+    elif n.notify_type == NotifyType.DELETE_REASON and sa.initiator is not None:
+        sa.initiator.peer_reason = n.data[:200].decode("utf-8", "replace")
 
 
 def _delete(ctx: IkeContext, sa: IkeSA, d: Delete) -> None:
@@ -164,7 +173,9 @@ def _delete(ctx: IkeContext, sa: IkeSA, d: Delete) -> None:
 
     if d.protocol_id == ProtocolId.ISAKMP:
         if _cookies(sa) in d.spis:
-            ctx.remove_sa(sa, "peer deleted the IKE SA", Cause.PEER_DELETED)
+            said = sa.initiator.peer_reason if sa.initiator is not None else ""
+            ctx.remove_sa(sa, f"peer deleted the IKE SA: {said}" if said else "peer deleted the IKE SA",
+                          Cause.PEER_DELETED)
         else:
             _delete_refused(ctx, sa, "DELETE names another IKE SA")
         return

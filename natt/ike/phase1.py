@@ -286,7 +286,7 @@ def _am_i2(ctx: IkeContext, sa: IkeSA, msg: Message, data: bytes) -> None:
     if sa.natt and (p.force_natt or (sa.nat and sa.nat.nat_detected)):
         ctx.float_ports(sa)
     payloads: list[Payload] = [Hash(data=sa.hash_i())]
-    if p.send_initial_contact:
+    if p.send_initial_contact and sa.initiator.reauth_of is None:  # a re-authentication keeps the old SA alive
         payloads.append(Notify(NotifyType.INITIAL_CONTACT, ProtocolId.ISAKMP, sa.icookie + sa.rcookie))
     if sa.natt:
         payloads += _natd_payloads(sa)
@@ -381,7 +381,7 @@ def _mm_i4(ctx: IkeContext, sa: IkeSA, msg: Message, data: bytes) -> None:
     idp = _my_id(ctx, sa)
     sa.idi_b = idp.body()
     payloads: list[Payload] = [idp, Hash(data=sa.hash_i())]
-    if p.send_initial_contact:
+    if p.send_initial_contact and sa.initiator.reauth_of is None:  # a re-authentication keeps the old SA alive
         payloads.append(Notify(NotifyType.INITIAL_CONTACT, ProtocolId.ISAKMP, sa.icookie + sa.rcookie))
     ctx.send(sa, ExchangeType.IDENTITY_PROTECTION, 0, payloads, encrypt=True, expect="Main Mode message 6")
     sa.state = State.MM_SENT_5
@@ -439,10 +439,26 @@ def established(ctx: IkeContext, sa: IkeSA) -> None:
     ctx.emit(Phase1Established(sa.id, sa.peer, sa.mode, group_name, sa.cipher.name, sa.hash.name,
                                get_group(sa.proposal.group).name, sa.proposal.lifetime, sa.identity))
     info.start_liveness(ctx, sa)
+    schedule_reauth(ctx, sa)
     if sa.role is Role.INITIATOR:
         transaction.start_modecfg(ctx, sa)
     elif ctx.policy and ctx.policy.modecfg_push:
         transaction.push_modecfg(ctx, sa)
+
+
+def schedule_reauth(ctx: IkeContext, sa: IkeSA) -> None:
+    """The initiator's phase 1 soft lifetime: `rekey_margin` of the lifetime before expiry, less up to half as much
+    again at random; then it re-authenticates (a new phase 1 for the same session). A margin of 0 never does (the
+    SA then simply expires, as vpnc's do)."""
+    if sa.role is not Role.INITIATOR or sa.profile is None or sa.established_at is None or sa.expires_at is None:
+        return
+    lifetime = sa.expires_at - sa.established_at
+    margin = sa.profile.timers.rekey_margin * lifetime
+    if margin <= 0:
+        sa.rekey_at = None
+        return
+    fuzz = int.from_bytes(ctx.rng(2), "big") / 0xFFFF * margin / 2
+    sa.rekey_at = sa.expires_at - max(margin + fuzz, min(lifetime / 10, 30.0))
 
 
 AGGRESSIVE_MODE = AggressiveMode()

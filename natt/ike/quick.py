@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from natt.crypto import keys as kdf
@@ -73,18 +74,28 @@ def _encap_mode(sa: IkeSA) -> int:
     return EncapsulationMode.TUNNEL
 
 
+REKEY_GRACE = 10.0  # seconds a replaced pair still takes inbound ESP before its rekeyer deletes it
+
+
 def start(ctx: IkeContext, sa: IkeSA, remote_net: str, rekey_of: int | None = None) -> int:
-    """Initiator: propose a tunnel between our (assigned) address and remote_net."""
-    p = sa.profile
-    assert p and sa.hash
-    if remote_net == "self":
-        remote_net = f"{sa.remote[0]}/32"
-    local_net = f"{sa.assigned_address or sa.local[0]}/32"
-    offered = tuple(x for x in p.phase2 if x.pfs_group == p.phase2[0].pfs_group)
+    """Send Quick Mode message 1: the client proposes a tunnel between its assigned address and remote_net; either
+    side proposes the replacement of child `rekey_of` (same selectors, its suite first)."""
+    assert sa.hash
+    old = sa.children.get(rekey_of) if rekey_of is not None else None
+    if old is not None:
+        local_net, remote_net = old.local_selector, old.remote_selector
+        offered = _rekey_offer(ctx, sa, old)
+    else:
+        p = sa.profile
+        assert p
+        if remote_net == "self":
+            remote_net = f"{sa.remote[0]}/32"
+        local_net = f"{sa.assigned_address or sa.local[0]}/32"
+        offered = tuple(x for x in p.phase2 if x.pfs_group == p.phase2[0].pfs_group)
     mid = ctx.new_message_id(sa)
     qm = QuickModeState(mid, _new_spi(ctx, sa), ni=ctx.rng(NONCE_LEN), offered=offered,
-                        local_selector=local_net, remote_selector=str(ipaddress.IPv4Network(remote_net)),
-                        rekey_of=rekey_of)
+                        local_selector=str(ipaddress.IPv4Network(local_net)),
+                        remote_selector=str(ipaddress.IPv4Network(remote_net)), rekey_of=rekey_of, ours=True)
     qm.id_ci, qm.id_cr = _selector_id(local_net), _selector_id(remote_net)
     payloads: list[Payload] = [phase2_sa(offered, qm.our_spi, _encap_mode(sa)), Nonce(data=qm.ni)]
     if offered[0].pfs_group is not None:
@@ -94,8 +105,39 @@ def start(ctx: IkeContext, sa: IkeSA, remote_net: str, rekey_of: int | None = No
     h1 = kdf.qm_hash1(sa.hash, sa.skeyid_a, mid, encode_payloads(payloads)[1])
     sa.quick_modes[mid] = qm
     ctx.send(sa, ExchangeType.QUICK_MODE, mid, [Hash(data=h1), *payloads], encrypt=True,
-            expect="Quick Mode reply")
+             expect="Quick Mode reply")
     return mid
+
+
+def _allowed(ctx: IkeContext, sa: IkeSA) -> list[Phase2Proposal]:
+    """What this side accepts in phase 2: the group's suites (with its PFS group), or the client's profile."""
+    if sa.group is not None:
+        g = sa.group
+        if not g.pfs:
+            return list(g.phase2)
+        assert sa.proposal
+        return [replace(p, pfs_group=p.pfs_group or sa.proposal.group) for p in g.phase2]
+    assert sa.profile
+    return list(sa.profile.phase2)
+
+
+def _rekey_offer(ctx: IkeContext, sa: IkeSA, old: ChildSA) -> tuple[Phase2Proposal, ...]:
+    """The child's own suite (and lifetime) first, then the rest this side allows with the same PFS setting."""
+    rest = [p for p in _allowed(ctx, sa) if p.pfs_group == old.proposal.pfs_group and
+            (p.transform, p.key_bits, p.auth) != (old.proposal.transform, old.proposal.key_bits, old.proposal.auth)]
+    return (old.proposal, *rest)
+
+
+def _pending_rekey(sa: IkeSA, local_sel: str, remote_sel: str) -> QuickModeState | None:
+    return next((q for q in sa.quick_modes.values() if q.ours and not q.abandoned and q.rekey_of is not None
+                 and (q.local_selector, q.remote_selector) == (local_sel, remote_sel)), None)
+
+
+def _client_accepts(sa: IkeSA, local_sel: str, remote_sel: str) -> None:
+    """A gateway-started Quick Mode (a rekey) is taken for a tunnel this client has, and no other."""
+    if any((c.local_selector, c.remote_selector) == (local_sel, remote_sel) for c in sa.children.values()):
+        return
+    raise SelectorNotAuthorised(f"gateway proposes {local_sel} <-> {remote_sel}: no such tunnel here")
 
 
 class QuickMode:
@@ -165,7 +207,8 @@ def _attr_bytes(a: DataAttribute) -> bytes:
 
 
 def _r1(ctx: IkeContext, sa: IkeSA, msg: Message, data: bytes) -> None:
-    assert sa.hash and sa.group and ctx.policy
+    """Quick Mode message 1 from the peer: the concentrator's usual case, or the gateway's rekey at a client."""
+    assert sa.hash
     mid = msg.header.message_id
     sa_p = msg.get(SecurityAssociation)
     nonce = msg.get(Nonce)
@@ -177,14 +220,22 @@ def _r1(ctx: IkeContext, sa: IkeSA, msg: Message, data: bytes) -> None:
     id_ci = ids[0] if ids else Identification.ipv4(sa.remote[0])
     id_cr = ids[1] if ids else Identification.ipv4(ctx.local_address)
     local_sel, remote_sel = str(id_cr.network()), str(id_ci.network())
-    authorise_selectors(ctx, sa, local_sel, remote_sel)
+    if sa.role is Role.RESPONDER:
+        assert ctx.policy
+        authorise_selectors(ctx, sa, local_sel, remote_sel)
+        max_lifetime = ctx.policy.phase2_lifetime
+    else:
+        _client_accepts(sa, local_sel, remote_sel)
+        max_lifetime = max(p.lifetime for p in _allowed(ctx, sa))
     encaps = UDP_TUNNEL_MODES if sa.udp_encap else (EncapsulationMode.TUNNEL,)
-    pfs = sa.group.pfs
-    allowed = [p for p in sa.group.phase2] if not pfs else [
-        Phase2Proposal(p.transform, p.key_bits, p.auth, p.pfs_group or sa.proposal.group, p.lifetime)  # type: ignore[union-attr]
-        for p in sa.group.phase2]
     our_spi = _new_spi(ctx, sa)
-    choice = select_phase2(sa_p, allowed, encaps, our_spi, ctx.policy.phase2_lifetime)
+    choice = select_phase2(sa_p, _allowed(ctx, sa), encaps, our_spi, max_lifetime)
+    mine = _pending_rekey(sa, local_sel, remote_sel)
+    if mine is not None and sa.role is Role.RESPONDER:
+        # Both sides rekey this pair at once: the IKE initiator's exchange goes on, ours stops here (its reply
+        # will get no HASH(3)), so exactly one new pair comes of it.
+        mine.abandoned = True
+        ctx.answered(sa, mine.message_id)
     qm = QuickModeState(mid, our_spi, ni=nonce.data, nr=ctx.rng(NONCE_LEN), id_ci=id_ci, id_cr=id_cr,
                         local_selector=local_sel, remote_selector=remote_sel, chosen=choice.proposal,
                         encap=choice.encap, peer_spi=choice.peer_spi)
@@ -198,7 +249,8 @@ def _r1(ctx: IkeContext, sa: IkeSA, msg: Message, data: bytes) -> None:
         payloads.append(KeyExchange(data=qm.dh.public_bytes()))
     if ids:
         payloads += [id_ci, id_cr]
-    payloads.append(_lifetime_notify(our_spi, choice.proposal.lifetime))
+    if sa.role is Role.RESPONDER:
+        payloads.append(_lifetime_notify(our_spi, choice.proposal.lifetime))
     h2 = kdf.qm_hash2(sa.hash, sa.skeyid_a, mid, qm.ni, encode_payloads(payloads)[1])
     qm.reply = ctx.send(sa, ExchangeType.QUICK_MODE, mid, [Hash(data=h2), *payloads], encrypt=True,
                        expect="Quick Mode HASH(3)", in_reply_to=data)
@@ -224,6 +276,11 @@ def _i2(ctx: IkeContext, sa: IkeSA, msg: Message, qm: QuickModeState, data: byte
         if n.notify_type == NotifyType.RESPONDER_LIFETIME:
             qm.responder_lifetime = lifetime_seconds(n.data, n.protocol_id)
     ctx.answered(sa, mid)
+    if qm.abandoned:
+        # Lost a rekey collision, or the peer's rekey of this pair completed first: no HASH(3), nothing installed.
+        sa.quick_modes.pop(mid, None)
+        ctx.stats["rekey-collision-yielded"] += 1
+        return
     h3 = kdf.qm_hash3(sa.hash, sa.skeyid_a, mid, qm.ni, qm.nr)
     ctx.send(sa, ExchangeType.QUICK_MODE, mid, [Hash(data=h3)], encrypt=True, in_reply_to=data)
     _install(ctx, sa, qm)
@@ -248,9 +305,10 @@ def _install(ctx: IkeContext, sa: IkeSA, qm: QuickModeState) -> None:
     k_out = kdf.keymat(sa.hash, sa.skeyid_d, ProtocolId.IPSEC_ESP, qm.peer_spi, qm.ni, qm.nr,
                        transform.keymat_len, qm.gxy)
     inbound, outbound = int.from_bytes(qm.our_spi, "big"), int.from_bytes(qm.peer_spi, "big")
-    margin = (sa.profile.timers.rekey_margin if sa.profile else 0.0) * lifetime
+    expires = ctx.now + lifetime
     child = ChildSA(qm.message_id, inbound, outbound, p, qm.encap, qm.local_selector, qm.remote_selector,
-                    ctx.now, ctx.now + lifetime, ctx.now + lifetime - margin if sa.role is Role.INITIATOR else None)
+                    ctx.now, expires, _soft_lifetime(ctx, sa, ctx.now, lifetime))
+    _supersede(ctx, sa, child, rekeyer=qm.ours)
     sa.children[inbound] = child
     if sa.cisco_udp_port is not None:
         # IPsec over UDP, negotiated as plain tunnel mode. The client sends from the announced port to it; the
@@ -261,7 +319,7 @@ def _install(ctx: IkeContext, sa: IkeSA, qm: QuickModeState) -> None:
         udp, local_port, remote_port = qm.encap in UDP_TUNNEL_MODES, sa.local[1], sa.remote[1]
     ctx.emit(ChildSaUp(sa.id, sa.peer, qm.message_id, inbound, outbound, p.transform, p.key_bits, p.auth,
                       k_in, k_out, udp, local_port, remote_port, qm.local_selector, qm.remote_selector,
-                      lifetime, qm.rekey_of))
+                      lifetime, qm.rekey_of, sa.session_id))
 
 
 def child_down(ctx: IkeContext, sa: IkeSA, child: ChildSA, reason: str, cause: Cause = Cause.OTHER) -> None:
@@ -269,10 +327,51 @@ def child_down(ctx: IkeContext, sa: IkeSA, child: ChildSA, reason: str, cause: C
         ctx.emit(ChildSaDown(sa.id, sa.peer, child.inbound_spi, child.outbound_spi, reason, cause))
 
 
+def _soft_lifetime(ctx: IkeContext, sa: IkeSA, now: float, lifetime: int) -> float:
+    """When this side starts the child's replacement: `rekey_margin` of its lifetime before it ends, less up to half
+    as much again at random (strongSwan's rekeyfuzz), so that many SAs do not rekey in one burst. The concentrator
+    uses half the client's margin: a client that rekeys does so first, and the concentrator rekeys the children of
+    clients that never do (vpnc)."""
+    timers = sa.profile.timers if sa.profile else ctx.policy.timers if ctx.policy else None
+    margin = (timers.rekey_margin if timers else 0.1) * lifetime
+    if sa.role is Role.RESPONDER:
+        margin /= 2
+    fuzz = int.from_bytes(ctx.rng(2), "big") / 0xFFFF * margin / 2
+    return now + max(lifetime - margin - fuzz, lifetime / 2)
+
+
+def _supersede(ctx: IkeContext, sa: IkeSA, new: ChildSA, *, rekeyer: bool) -> None:
+    """A new pair for the selectors of older ones (a rekey, from either side): the old ones are not rekeyed again,
+    take inbound ESP for a grace period (make-before-break), and the side that made the rekey then deletes them.
+    A rekey of our own for these selectors that has not completed stops: the peer's came first."""
+    for old in sa.children.values():
+        if (old.local_selector, old.remote_selector) != (new.local_selector, new.remote_selector):
+            continue
+        old.rekeyed = True
+        if rekeyer:
+            old.delete_at = min(old.expires_at, ctx.now + REKEY_GRACE)
+    for q in sa.quick_modes.values():
+        if q.ours and q.rekey_of is not None and (q.local_selector, q.remote_selector) == \
+                (new.local_selector, new.remote_selector):
+            q.abandoned = True
+            ctx.answered(sa, q.message_id)
+
+
+def rekey(ctx: IkeContext, sa: IkeSA) -> int:
+    """Rekey every current child now (the operator's `rekey --phase2`); how many Quick Modes were started."""
+    started = 0
+    for child in list(sa.children.values()):
+        if not child.rekeyed:
+            child.rekeyed = True
+            start(ctx, sa, child.remote_selector, rekey_of=child.inbound_spi)
+            started += 1
+    return started
+
+
 def deadlines(sa: IkeSA) -> list[float]:
     out: list[float] = []
     for c in sa.children.values():
-        out.append(c.expires_at)
+        out.append(c.delete_at if c.delete_at is not None else c.expires_at)
         if c.rekey_at is not None and not c.rekeyed:
             out.append(c.rekey_at)
     return out
@@ -282,12 +381,28 @@ def timers(ctx: IkeContext, sa: IkeSA) -> None:
     from natt.ike import info
 
     for child in list(sa.children.values()):
-        if ctx.now >= child.expires_at:
+        if child.delete_at is not None and ctx.now >= child.delete_at:
+            info.send_delete_child(ctx, sa, child)
+            child_down(ctx, sa, child, "replaced by a rekey", Cause.REKEYED)
+        elif ctx.now >= child.expires_at:
             info.send_delete_child(ctx, sa, child)
             child_down(ctx, sa, child, "lifetime expired", Cause.LIFETIME_EXPIRED)
         elif child.rekey_at is not None and not child.rekeyed and ctx.now >= child.rekey_at:
             child.rekeyed = True
             start(ctx, sa, child.remote_selector, rekey_of=child.inbound_spi)
+
+
+def quick_mode_gave_up(ctx: IkeContext, sa: IkeSA, message_id: int) -> bool:
+    """A Quick Mode's retransmissions ran out: only that exchange ends (the IKE SA stays). A rekey that did not
+    happen is tried again later while the old pair lives. False if `message_id` is no Quick Mode of ours."""
+    qm = sa.quick_modes.pop(message_id, None)
+    if qm is None:
+        return False
+    old = sa.children.get(qm.rekey_of) if qm.rekey_of is not None else None
+    if old is not None and old.delete_at is None and qm.ours and not qm.abandoned:
+        old.rekeyed = False
+        old.rekey_at = min(old.expires_at, ctx.now + REKEY_GRACE)
+    return True
 
 
 QUICK_MODE = QuickMode()

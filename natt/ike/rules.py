@@ -74,14 +74,16 @@ ACCEPTS: dict[tuple[Role, State], frozenset[Kind]] = {
     (R, S.MODECFG): frozenset({K.CFG_REQUEST, K.INFO}),
     # Authenticated and given its address: Quick Modes (for that address only: quick.py), a pulled request
     # beside a push, the push's ACK.
-    (R, S.ESTABLISHED): frozenset({K.QM_1, K.QM_3, K.CFG_REQUEST, K.CFG_ACK, K.INFO}),
+    # Quick Mode 2 answers one this side started (it rekeys the children of clients that never do: vpnc).
+    (R, S.ESTABLISHED): frozenset({K.QM_1, K.QM_2, K.QM_3, K.CFG_REQUEST, K.CFG_ACK, K.INFO}),
     # -- the initiator (the client) --
     (I, S.P1_SENT_1): frozenset({K.AM_2, K.MM_2, K.INFO_PLAIN}),
     (I, S.MM_SENT_3): frozenset({K.MM_4, K.INFO_PLAIN}),
     (I, S.MM_SENT_5): frozenset({K.MM_6, K.INFO_PLAIN}),
     (I, S.XAUTH): frozenset({K.XAUTH_REQUEST, K.XAUTH_STATUS, K.INFO}),
     (I, S.MODECFG): frozenset({K.CFG_REPLY, K.CFG_SET, K.INFO}),
-    (I, S.ESTABLISHED): frozenset({K.QM_2, K.CFG_SET, K.INFO}),
+    # The gateway may rekey too (Quick Mode 1 and 3 from it): for a tunnel this client has (quick.py).
+    (I, S.ESTABLISHED): frozenset({K.QM_1, K.QM_2, K.QM_3, K.CFG_SET, K.INFO}),
 }
 
 # Phase 1 messages are known by their place: (exchange, state the SA is in) → which message this must be.
@@ -152,10 +154,10 @@ def classify(sa: IkeSA, msg: Message) -> Kind:
     if kind is not None:
         return kind
     if header.exchange == ExchangeType.QUICK_MODE:
-        ours = sa.quick_modes.get(header.message_id)
-        if ours is None:
+        qm = sa.quick_modes.get(header.message_id)
+        if qm is None:
             return K.QM_1
-        return K.QM_3 if sa.role is Role.RESPONDER else K.QM_2
+        return K.QM_2 if qm.ours else K.QM_3
     cfg = msg.get(ConfigAttributes)
     if cfg is None:
         return K.TRANSACTION_OTHER

@@ -87,7 +87,7 @@ def _server_xauth_reply(ctx: IkeContext, sa: IkeSA, cfg: ConfigAttributes, mid: 
 
 
 def _server_xauth_done(ctx: IkeContext, sa: IkeSA, ok: bool, reason: str, *, final: bool,
-                       cause: Cause = Cause.XAUTH_FAILED) -> None:
+                       cause: Cause = Cause.XAUTH_FAILED, tell: bool = False) -> None:
     ctx.emit(XauthResult(sa.id, sa.peer, sa.user, ok, final, reason))
     if not final:
         start_xauth(ctx, sa, "Authentication failed, please try again")
@@ -97,8 +97,10 @@ def _server_xauth_done(ctx: IkeContext, sa: IkeSA, ok: bool, reason: str, *, fin
     if ok:
         sa.transactions[status_mid] = "xauth-ack"
         sa.state = State.XAUTH_STATUS
-    ctx.send_hashed(sa, ExchangeType.TRANSACTION, status_mid,
-                    [ConfigAttributes(ConfigType.SET, _ident(ctx), [attr(ConfigAttr.XAUTH_STATUS, status)])],
+    attrs = [attr(ConfigAttr.XAUTH_STATUS, status)]
+    if tell:  # a reason the user may read (a login limit); never why a password failed
+        attrs.append(attr(ConfigAttr.XAUTH_MESSAGE, reason[:200]))
+    ctx.send_hashed(sa, ExchangeType.TRANSACTION, status_mid, [ConfigAttributes(ConfigType.SET, _ident(ctx), attrs)],
                     expect="XAUTH status ACK" if ok else None)
     if not ok:
         ctx.remove_sa(sa, f"XAUTH failed for user [{sa.user}]: {reason}", cause)
@@ -109,6 +111,10 @@ def _server_xauth_verdict(ctx: IkeContext, sa: IkeSA, ok: bool) -> None:
     user, now = sa.user, ctx.now
     if ok:
         ctx.throttle.succeeded(user, sa.peer, now)
+        refused = ctx.admit_login(sa)
+        if refused is not None:
+            _server_xauth_done(ctx, sa, False, refused, final=True, cause=Cause.LOGIN_LIMIT, tell=True)
+            return
         _server_xauth_done(ctx, sa, True, "", final=True)
         return
     for lock in ctx.throttle.failed(user, sa.peer, now):
@@ -129,21 +135,11 @@ def _server_xauth_ack(ctx: IkeContext, sa: IkeSA) -> None:
             sa.transactions.pop(mid)
             ctx.answered(sa, mid)
     sa.xauth_done = True
-    _initial_contact(ctx, sa)
     phase1.established(ctx, sa)
 
 
 def _server_xauth_status_ack(ctx: IkeContext, sa: IkeSA, cfg: ConfigAttributes, mid: int, data: bytes) -> None:
     _server_xauth_ack(ctx, sa)
-
-
-def _initial_contact(ctx: IkeContext, sa: IkeSA) -> None:
-    """INITIAL-CONTACT: the user's client has no SAs any more, so its old sessions are stale."""
-    if sa.responder is None or not sa.responder.initial_contact or not sa.user:
-        return
-    for other in ctx.sessions_of(sa.user):
-        if other is not sa and other.remote[0] == sa.remote[0]:
-            ctx.remove_sa(other, "replaced after INITIAL-CONTACT", Cause.REPLACED)
 
 
 # -- Mode Config, server side -----------------------------------------------------------------
@@ -152,7 +148,8 @@ def _initial_contact(ctx: IkeContext, sa: IkeSA) -> None:
 def _config_values(ctx: IkeContext, sa: IkeSA, wanted: set[int]) -> list[DataAttribute]:
     assert sa.group and ctx.policy
     if sa.assigned_address is None:
-        sa.assigned_address = ctx.pool_for(sa.group).allocate(str(sa.id))
+        # Owned by the session: a re-authenticated IKE SA of the same login gets the same address.
+        sa.assigned_address = ctx.pool_for(sa.group).allocate(f"session-{sa.session_id}")
     g = sa.group
     out = [ipv4_attr(ConfigAttr.INTERNAL_IP4_ADDRESS, sa.assigned_address)]
     if ConfigAttr.INTERNAL_IP4_NETMASK in wanted:
@@ -255,9 +252,11 @@ def _client_status(ctx: IkeContext, sa: IkeSA, cfg: ConfigAttributes, mid: int, 
     ack = ConfigAttributes(ConfigType.ACK, cfg.identifier, [attr(ConfigAttr.XAUTH_STATUS, status.as_int())])
     ctx.send_hashed(sa, ExchangeType.TRANSACTION, mid, [ack], in_reply_to=data)
     ok = status.as_int() == XauthStatus.OK
-    ctx.emit(XauthResult(sa.id, sa.peer, sa.user, ok, True, "" if ok else "concentrator refused the user"))
+    said = _text(cfg.get(ConfigAttr.XAUTH_MESSAGE))
+    why = f"concentrator refused the user: {said}" if said else "concentrator refused the user"
+    ctx.emit(XauthResult(sa.id, sa.peer, sa.user, ok, True, "" if ok else why))
     if not ok:
-        ctx.remove_sa(sa, f"XAUTH failed for user [{sa.user}]", Cause.XAUTH_FAILED)
+        ctx.remove_sa(sa, f"XAUTH failed for user [{sa.user}]" + (f": {said}" if said else ""), Cause.XAUTH_FAILED)
         return
     sa.xauth_done = True
     phase1.established(ctx, sa)

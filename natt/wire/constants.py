@@ -177,6 +177,7 @@ class NotifyType(IntEnum):
     RESPONDER_LIFETIME = 24576  # RFC 2407 4.6.3
     REPLAY_STATUS = 24577
     INITIAL_CONTACT = 24578
+    DELETE_REASON = 32769  # private use (RFC 2408 3.14.1): why the gateway ends a session, as text, before its DELETE
     R_U_THERE = 36136  # RFC 3706
     R_U_THERE_ACK = 36137
     CISCO_HEARTBEAT = 40500  # "Altiga keep-alive" in the VPN 3000 log
