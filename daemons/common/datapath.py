@@ -69,6 +69,24 @@ class _GsoBatch:
         return len(self.packets) >= GSO_MAX_SEGMENTS or len(self.packets[-1]) != self.size
 
 
+@dataclass(slots=True)
+class SessionTotals:
+    """What a session's child SAs already removed carried (a rekey or a re-authentication replaces them): the
+    session's counters are these plus its live children's, so they do not restart at each rekey."""
+
+    bytes_rx: int = 0
+    packets_rx: int = 0
+    bytes_tx: int = 0
+    packets_tx: int = 0
+
+    def add(self, entry: Inbound) -> None:
+        """Count a removed pair: its inbound SA's and its outbound SA's traffic."""
+        self.bytes_rx += entry.esp.bytes
+        self.packets_rx += entry.esp.packets
+        self.bytes_tx += entry.outbound.esp.bytes
+        self.packets_tx += entry.outbound.esp.packets
+
+
 @dataclass
 class DatapathStats:
     drops: Counter[str] = field(default_factory=Counter)
@@ -115,6 +133,9 @@ class Datapath:
         except OSError:
             self.gro = False
         self.stats = DatapathStats()
+        # Session id (Outbound.owner) → the counters of its pairs removed so far: from its first admitted pair until
+        # end_session, so a pair removed after its session ended does not bring the entry back.
+        self.session_totals: dict[int, SessionTotals] = {}
 
     # -- SA table ------------------------------------------------------------------------
 
@@ -132,15 +153,27 @@ class Datapath:
         """install, for the daemons' event handlers: a child whose inner address another session owns is refused,
         logged and counted here (False); the caller then ends that session."""
         try:
-            self.install(up, peer)
+            out = self.install(up, peer)
         except SelectorConflict as e:
             log.error("SA %d: child SA for %s refused: %s", up.sa_id, up.remote_selector, e)
             self.stats.drops["selector_conflict"] += 1
             return False
+        if out.owner not in self.session_totals:
+            self.session_totals[out.owner] = SessionTotals()
         return True
 
     def remove(self, inbound_spi: int) -> Inbound | None:
-        return self.table.remove(inbound_spi)
+        """Forget a pair; what it carried stays in its session's totals."""
+        entry = self.table.remove(inbound_spi)
+        if entry is not None:
+            totals = self.session_totals.get(entry.outbound.owner)
+            if totals is not None:
+                totals.add(entry)
+        return entry
+
+    def end_session(self, session_id: int) -> None:
+        """The session's last IKE SA went: its totals go too."""
+        self.session_totals.pop(session_id, None)
 
     @property
     def outbound(self) -> list[Outbound]:

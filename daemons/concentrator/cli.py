@@ -100,20 +100,43 @@ def sessions(sock: str | None, config: str | None, as_json: bool) -> None:
     emit(request(_path(sock, config), "sessions"), as_json, _sessions_text)
 
 
+def _in(seconds: int | None) -> str:
+    """A remaining time as H:MM:SS ("" when there is none)."""
+    if seconds is None:
+        return ""
+    s = max(0, int(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _clock(wall: float | None) -> str:
+    return time.strftime("%b %d %H:%M:%S", time.localtime(wall)) if wall is not None else ""
+
+
 def _detail_text(items: list[dict[str, Any]]) -> str:
     out = []
     for d in items:
         ike = d["ike"]
+        if out:
+            out.append("")
         out += [
+            f"Session {d['session_id']} (user {d['username']}, logged in {_clock(d['login_time'])}, "
+            f"duration {d['duration']}, {d['bytes_tx']} bytes tx / {d['bytes_rx']} rx)",
             f"IKE Session (user {ike['username']}, {ike['public_ip']})",
             f"  Encryption             : {ike['encryption']}",
             f"  Hashing                : {ike['hashing']}",
             f"  Diffie-Hellman Group   : {ike['diffie_hellman_group']}",
             f"  Authentication Mode    : {ike['authentication_mode']}",
             f"  IKE Negotiation Mode   : {ike['negotiation_mode']}",
-            f"  Rekey Time Interval    : {ike['rekey_interval']} seconds",
+            f"  Rekey Time Interval    : {ike['rekey_interval']} seconds (expires in {_in(ike['expires_in'])})",
         ]
+        others = [s for s in d.get("ike_sas", []) if not s["current"]]
+        for s in others:
+            out.append(f"  Also (being replaced)  : IKE SA {s['ike_sa_id']}, {s['state']}, "
+                       f"expires in {_in(s['expires_in'])}")
         for i, s in enumerate(d["ipsec"], 1):
+            state = "active"
+            if s["replaced"]:
+                state = "replaced" + (f", deleted in {_in(s['delete_in'])}" if s["delete_in"] is not None else "")
             out += [
                 f"{s['protocol']} Session {i}",
                 f"  Remote Address         : {s['remote_address']}",
@@ -124,9 +147,13 @@ def _detail_text(items: list[dict[str, Any]]) -> str:
                 f"  UDP Source Port        : {s['udp_source_port']}",
                 f"  UDP Destination Port   : {s['udp_destination_port']}",
                 f"  Inbound / Outbound SPI : {s['inbound_spi']} / {s['outbound_spi']}",
-                f"  Rekey Time Interval    : {s['rekey_interval']} seconds",
+                f"  Idle Time              : {s['idle_time'] or '0:00:00'}",
+                f"  Established            : {_clock(s['established_at'])} ({state})",
+                f"  Rekey Time Interval    : {s['rekey_interval']} seconds (expires in {_in(s['expires_in'])})",
                 f"  Bytes Received         : {s['bytes_received']}",
                 f"  Bytes Transmitted      : {s['bytes_transmitted']}",
+                f"  Packets Received       : {s['packets_received']}",
+                f"  Packets Transmitted    : {s['packets_transmitted']}",
             ]
     return "\n".join(out)
 
@@ -143,8 +170,19 @@ def session(user: str, sock: str | None, config: str | None, as_json: bool) -> N
 @click.argument("user")
 @control_options
 def logout(user: str, sock: str | None, config: str | None, as_json: bool) -> None:
-    """Log USER out (deletes the SAs and tells the client)."""
+    """Log USER out: every session's SAs are deleted, and the client is told why first."""
     emit(request(_path(sock, config), "logout", {"user": user}), as_json, lambda r: f"logged out {r['logged_out']}")
+
+
+@main.command()
+@click.argument("user")
+@click.option("--phase1", "phase", flag_value=1, help="phase 1 (IKE SA): refused, with when the client's ends")
+@click.option("--phase2", "phase", flag_value=2, default=True, help="phase 2 (IPsec SAs), the default")
+@control_options
+def rekey(user: str, phase: int, sock: str | None, config: str | None, as_json: bool) -> None:
+    """Rekey USER's IPsec SAs now (new Quick Modes; the old pairs go after a grace period)."""
+    emit(request(_path(sock, config), "rekey", {"user": user, "phase": phase}), as_json,
+         lambda r: f"started {r['quick_modes']} Quick Mode(s) for {r['sessions']} session(s)")
 
 
 @main.command()

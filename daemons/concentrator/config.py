@@ -69,6 +69,25 @@ def _number(c: dict[str, Any], key: str, kind: type | tuple[type, ...], default:
     return value
 
 
+LOGIN_LIMIT_ACTIONS = ("refuse", "replace")
+
+
+def _max_logins(t: dict[str, Any], where: str) -> int:
+    """Simultaneous logins of one user in the group (the VPN 3000's "Simultaneous Logins"); 0 = no limit."""
+    value = t.get("max_logins", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{where}: 'max_logins' must be a whole number >= 0 (0 = no limit), not {value!r}")
+    return value
+
+
+def _login_limit_action(t: dict[str, Any], where: str) -> str:
+    value = t.get("login_limit_action", "refuse")
+    if value not in LOGIN_LIMIT_ACTIONS:
+        raise ConfigError(f"{where}: 'login_limit_action' must be \"refuse\" (the new login is refused) or "
+                          f"\"replace\" (the oldest session is ended, and told why), not {value!r}")
+    return str(value)
+
+
 def _throttle(c: dict[str, Any], where: str) -> ThrottleSettings:
     """Failed XAUTH logins: free failures, then a doubling wait, then a lockout (per user and per source)."""
     d = ThrottleSettings()
@@ -115,6 +134,8 @@ def _group(name: str, t: dict[str, Any], base: Path, p1_life: int, p2_life: int)
         main_mode=optional(t, "main_mode", bool, True, where),
         ipsec_over_udp=optional(t, "ipsec_over_udp", bool, False, where),
         ipsec_over_udp_port=_udp_port(optional(t, "ipsec_over_udp_port", int, CISCO_UDP_PORT, where), where),
+        max_logins=_max_logins(t, where),
+        login_limit_action=_login_limit_action(t, where),
     )
 
 
@@ -152,6 +173,9 @@ def load(path: str | Path) -> ConcentratorSettings:
     timers = Timers(
         keepalive_interval=float(optional(c, "keepalive_interval", (int, float), 20, where)),
         dpd_interval=float(optional(c, "dpd_interval", (int, float), 30, where)),
+        # Phase 2 soft lifetime: the concentrator rekeys a child SA when half this fraction of its lifetime is
+        # left (a client rekeys at the whole fraction, so one that does goes first).
+        rekey_margin=float(_number(c, "rekey_margin", (int, float), Timers.rekey_margin, 0, 0.5, where)),
     )
     policy = ConcentratorPolicy(
         address=address,

@@ -15,7 +15,16 @@ from typing import Any
 from natt.crypto.dh import get_group
 from natt.events.ikelog import IkeLogger
 from natt.ike.endpoint import IkeEndpoint
-from natt.ike.events import Cause, ChildSaDown, ChildSaUp, IkeEvent, IkeSaDown, PortFloated, XauthCheck
+from natt.ike.events import (
+    Cause,
+    ChildSaDown,
+    ChildSaMoved,
+    ChildSaUp,
+    IkeEvent,
+    IkeSaDown,
+    PortFloated,
+    XauthCheck,
+)
 from natt.ike.ikesa import IkeSA, State
 from natt_daemons.common import sdnotify
 from natt_daemons.common.control import ControlError, ControlServer
@@ -44,7 +53,11 @@ class Concentrator:
         self.control = ControlServer(settings.control_socket)
         self.events.log.subscribe(mirror_to_stderr(log))
         self.started_wall = time.time()
+        # Session id → when it first logged in (wall clock): kept across phase 2 rekeys and re-authentications.
         self.login_wall: dict[int, float] = {}
+        # IKE SA id → (session id, user), for SAs that installed a child SA: an IkeSaDown (the SA already gone
+        # from the core) tells which session may have ended.
+        self._sa_session: dict[int, tuple[int, str]] = {}
         self._routes: list[str] = []
         # XAUTH password checks (scrypt, tens of ms each) run here, off the event loop. Two workers: a burst of
         # logins queues rather than taking every core from the ESP path.
@@ -153,15 +166,34 @@ class Concentrator:
                 self.endpoint.delete_sa(sa.id, asyncio.get_running_loop().time(), "selector conflict",
                                         Cause.SELECTOR_REFUSED)
                 return
-            self.login_wall.setdefault(sa.id, time.time())
+            session = event.session_id or sa.id
+            self.login_wall.setdefault(session, time.time())
+            self._sa_session[sa.id] = (session, sa.user)
+        elif isinstance(event, ChildSaMoved):
+            dp.table.move(event.inbound_spi, event.sa_id)
         elif isinstance(event, ChildSaDown):
             dp.remove(event.inbound_spi)
         elif isinstance(event, PortFloated) and sa is not None:
             dp.update_remote(sa.id, sa.remote)
         elif isinstance(event, IkeSaDown):
-            self.login_wall.pop(event.sa_id, None)
+            self._ike_sa_down(event.sa_id, dp)
         elif isinstance(event, XauthCheck):
             self._check_xauth(event)
+
+    def _ike_sa_down(self, sa_id: int, dp: Datapath) -> None:
+        """An IKE SA went: its session ends with it unless another IKE SA of the session lives on (a
+        re-authentication), which then carries the session's login time and totals."""
+        known = self._sa_session.pop(sa_id, None)
+        if known is None:
+            return
+        session, user = known
+        heirs = [o for o in self.endpoint.sessions_of(user) if o.session_id == session and o.state is not State.DELETED]
+        if heirs:
+            for o in heirs:
+                self._sa_session.setdefault(o.id, known)
+            return
+        self.login_wall.pop(session, None)
+        dp.end_session(session)
 
     def _check_xauth(self, event: XauthCheck) -> None:
         """The password check runs on a worker; its verdict goes back to the core on the loop's thread."""
@@ -193,11 +225,18 @@ class Concentrator:
     def _sessions(self) -> list[IkeSA]:
         return [sa for sa in self.endpoint.sas.values() if sa.state is not State.DELETED]
 
+    def _user_sessions(self, user: str) -> list[views.Session]:
+        found = views.user_sessions(self.endpoint, user)
+        if not found:
+            raise ControlError(f"no session for user {user!r}")
+        return found
+
     def _register_commands(self) -> None:
         c = self.control
         c.command("sessions", self._cmd_sessions)
         c.command("session", self._cmd_session)
         c.command("logout", self._cmd_logout)
+        c.command("rekey", self._cmd_rekey)
         c.command("log", self._cmd_log)
         c.stream("log-follow", self._stream_log)
         c.command("status", self._cmd_status)
@@ -205,28 +244,44 @@ class Concentrator:
 
     async def _cmd_sessions(self, args: dict[str, Any]) -> Any:
         assert self.datapath
-        return views.sessions(self.endpoint, self.datapath, self.login_wall, self.settings, time.time(),
-                              asyncio.get_running_loop().time())
+        dp = self.datapath
+        return views.sessions(self.endpoint, dp.table, dp.session_totals, self.login_wall,
+                              self.settings.policy.session_limit, time.time(), asyncio.get_running_loop().time())
 
     async def _cmd_session(self, args: dict[str, Any]) -> Any:
         assert self.datapath
-        user = str(args.get("user", ""))
-        found = [sa for sa in self._sessions() if sa.user == user]
-        if not found:
-            raise ControlError(f"no session for user {user!r}")
-        return [views.session_detail(sa, self.datapath, self.login_wall, time.time()) for sa in found]
+        dp = self.datapath
+        now, core_now = time.time(), asyncio.get_running_loop().time()
+        return [views.session_detail(s, dp.table, dp.session_totals, self.login_wall, now, core_now)
+                for s in self._user_sessions(str(args.get("user", "")))]
 
     async def _cmd_logout(self, args: dict[str, Any]) -> Any:
-        user = str(args.get("user", ""))
-        found = [sa for sa in self._sessions() if sa.user == user]
-        if not found:
-            raise ControlError(f"no session for user {user!r}")
+        """End every session of a user; the client is told why (DELETE-REASON, then the DELETEs)."""
+        found = self._user_sessions(str(args.get("user", "")))
         now = asyncio.get_running_loop().time()
-        for sa in found:
-            self.endpoint.delete_sa(sa.id, now, "administrator logout")
+        for session in found:
+            for sa in session.sas:
+                self.endpoint.delete_sa(sa.id, now, "logged out by the administrator", Cause.ADMIN, tell=True)
         assert self.driver
         self.driver.flush()
         return {"logged_out": len(found)}
+
+    async def _cmd_rekey(self, args: dict[str, Any]) -> Any:
+        """Rekey a user's sessions now. Phase 2: new Quick Modes from this side for every child SA of each session's
+        current IKE SA (make-before-break, as at a soft lifetime). Phase 1 cannot be started from here."""
+        user = str(args.get("user", ""))
+        phase = args.get("phase", 2)
+        if phase not in (1, 2):
+            raise ControlError(f"phase must be 1 or 2, not {phase!r}")
+        found = self._user_sessions(user)
+        core_now = asyncio.get_running_loop().time()
+        if phase == 1:
+            raise ControlError(_no_phase1_rekey(user, found, time.time(), core_now))
+        started = sum(self.endpoint.rekey_children(s.current.id, core_now) for s in found)
+        assert self.driver
+        self.driver.flush()
+        log.info("administrator rekey of phase 2 for user %s: %d Quick Mode(s) started", user, started)
+        return {"quick_modes": started, "sessions": len(found)}
 
     async def _cmd_log(self, args: dict[str, Any]) -> Any:
         return self.events.query(args)
@@ -260,6 +315,20 @@ class Concentrator:
         self.events.unlocked(time.time(), user, source, cleared)
         log.info("XAUTH unlock (user=%s, source=%s, all=%s): %d cleared", user, source, everything, cleared)
         return {"cleared": cleared}
+
+
+def _no_phase1_rekey(user: str, found: list[views.Session], now: float, core_now: float) -> str:
+    """Why `rekey --phase1` cannot be done, and when the client's phase 1 will end instead (one line)."""
+    ends = []
+    for s in found:
+        at = s.current.expires_at
+        if at is not None:
+            wall = time.strftime("%b %d %H:%M:%S", time.localtime(now + (at - core_now)))
+            ends.append(f"{wall} (in {views.duration(at - core_now)})")
+    when = f"; the phase 1 of {user} expires at {', '.join(ends)}" if ends else ""
+    return ("phase 1 cannot be rekeyed from the concentrator: an IKEv1 remote-access client re-authenticates "
+            "itself (vpnc and the Cisco VPN Client run no IKE responder to start phase 1 towards)" + when +
+            "; use 'logout' to end the session now")
 
 
 def _address(value: object) -> str:

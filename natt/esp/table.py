@@ -165,6 +165,26 @@ class SaTable:
                 del self._in_by_sa[entry.sa_id]
         return entry
 
+    def move(self, inbound_spi: int, sa_id: int) -> None:
+        """A pair now belongs to another IKE SA of its session (a re-authentication took it over): keys, SPIs,
+        selectors, owner and route stay; only the IKE SA it reports to (DPD, peer moves) changes."""
+        entry = self.inbound.get(inbound_spi)
+        if entry is None or entry.sa_id == sa_id:
+            return
+        old, out = entry.sa_id, entry.outbound
+        mine = self._in_by_sa.get(old, {})
+        mine.pop(inbound_spi, None)
+        if not mine:
+            self._in_by_sa.pop(old, None)
+        self._in_by_sa.setdefault(sa_id, {})[inbound_spi] = entry
+        routed = self._by_sa.get(old, [])
+        if out in routed:
+            routed.remove(out)
+            if not routed:
+                del self._by_sa[old]
+            self._by_sa.setdefault(sa_id, []).append(out)
+        entry.sa_id = out.sa_id = sa_id
+
     # -- owners --------------------------------------------------------------------------------
 
     def owner(self, selector: str) -> int | None:

@@ -400,6 +400,12 @@ XAUTH_USER_LOCKED = _natt("XAUTH_USER_LOCKED", _C.AUTH, 529, 3,
 XAUTH_SOURCE_LOCKED = _natt("XAUTH_SOURCE_LOCKED", _C.AUTH, 530, 3,
                             "Address {address} locked out after {failures} failed XAUTH attempts, {until}")
 # The audit line of 'natt-concentrator unlock': what: unlock_scope().
+REAUTHENTICATED = _natt("REAUTHENTICATED", _C.IKE, 533, 4,
+                        "Phase 1 re-authenticated before it expired: new IKE SA {new_sa}, the tunnels moved to it and "
+                        "the old one ({old_sa}) is deleted; the session and its address stay")
+PHASE2_REKEYED = _natt("PHASE2_REKEYED", _C.IKE, 534, 4,
+                       "IPSec SA rekeyed ({who}): new Inbound SPI = 0x{inbound_spi:x}, Outbound SPI = "
+                       "0x{outbound_spi:x}, replacing 0x{old_spi:x}; lifetime {lifetime} s")
 XAUTH_UNLOCKED = _natt("XAUTH_UNLOCKED", _C.AUTH, 531, 4,
                        "Administrator cleared the XAUTH failure counts and lockouts of {what}: {cleared} cleared",
                        shows_peer=False)

@@ -81,7 +81,8 @@ class IkeLogger:
             raise ValueError(f"role {role!r}")
         self.role = role
         self.log = EventLog(capacity, reveal_secrets=reveal_secrets, max_severity=max_severity)
-        self._children_up: dict[int, int] = {}
+        self._children_up: dict[int, int] = {}  # session → its child SAs so far (the client's wording)
+        self._session_of: dict[int, int] = {}  # IKE SA → its session
         self._attempted: set[int] = set()
         self._core_now: float | None = None
 
@@ -261,12 +262,21 @@ class IkeLogger:
         if self.role == "concentrator":
             self.log.emit(C.NAT_KEEPALIVE_RECEIVED, now)
 
+    def _on_Reauthenticated(self, e: E.Reauthenticated, now: float, sa: IkeSA | None) -> None:
+        self._emit(C.REAUTHENTICATED, now, e.peer, sa, scoped=True, new_sa=e.sa_id, old_sa=e.old_sa_id)
+
     def _on_ChildSaUp(self, e: E.ChildSaUp, now: float, sa: IkeSA | None) -> None:
+        if e.rekey_of is not None:
+            self._emit(C.PHASE2_REKEYED, now, e.peer, sa, scoped=True, who="started here", inbound_spi=e.inbound_spi,
+                       outbound_spi=e.outbound_spi, old_spi=e.rekey_of, lifetime=e.lifetime)
         if self.role == "client":
             self.log.emit(C.IPSEC_SA_LOADING, now, e.peer, msgid=e.message_id, outbound_spi=e.outbound_spi,
                           inbound_spi=e.inbound_spi)
-            count = self._children_up.get(e.sa_id, 0) + 1
-            self._children_up[e.sa_id] = count
+            # Counted per session: the tunnels a re-authentication moves are more of the same connection.
+            key = e.session_id or e.sa_id
+            self._session_of[e.sa_id] = key
+            count = self._children_up.get(key, 0) + 1
+            self._children_up[key] = count
             if count == 1:
                 self.log.emit(C.SECURE_CONNECTION_ESTABLISHED, now, e.peer)
                 self.log.emit(C.CONNECTION_ESTABLISHED, now, e.peer)
@@ -291,13 +301,17 @@ class IkeLogger:
                       reason=e.reason)
 
     def _on_IkeSaDown(self, e: E.IkeSaDown, now: float, sa: IkeSA | None) -> None:
+        key = self._session_of.pop(e.sa_id, e.sa_id)
+        if e.cause is Cause.REKEYED:  # its successor carries the session (REAUTHENTICATED said so)
+            self.log.emit(C.IKE_SA_DELETED, now, e.peer, reason=e.reason)
+            return
         if e.cause is Cause.DPD_TIMEOUT:
             self.log.emit(C.DPD_TIMEOUT, now, e.peer, detail=_detail(e.reason, e.cause))
         self.log.emit(C.IKE_SA_DELETED, now, e.peer, reason=e.reason)
         if self.role == "client":
             self.log.emit(C.KEYS_DELETED, now)
             self.log.emit(C.CONNECTION_TERMINATED, now, e.peer, reason=e.reason)
-            self._children_up.pop(e.sa_id, None)
+            self._children_up.pop(key, None)
 
     def _on_ExchangeFailed(self, e: E.ExchangeFailed, now: float, sa: IkeSA | None) -> None:
         detail = _detail(e.reason, e.cause)

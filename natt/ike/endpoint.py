@@ -39,6 +39,7 @@ from natt.ike.config import ClientProfile, ConcentratorPolicy, GroupPolicy
 from natt.ike.context import Task
 from natt.ike.events import (
     Cause,
+    ChildSaMoved,
     ExchangeFailed,
     IkeEvent,
     IkeSaDown,
@@ -166,7 +167,7 @@ class IkeEndpoint:
         except DecodeError as e:
             self._refused(None, remote, e, fatal=False)
             return
-        sa = self._find_sa(header, remote, data)
+        sa = self._find_sa(header, remote, local_port)
         if sa is None:
             return
         self._receive_for(sa, header, data, remote, local_port)
@@ -288,6 +289,31 @@ class IkeEndpoint:
     def sessions_of(self, user: str) -> list[IkeSA]:
         """The live SAs of a user who passed XAUTH (an index: logins stay O(1) with thousands of sessions)."""
         return [self.sas[i] for i in self._by_user.get(user, ()) if i in self.sas]
+
+    def session_peers(self, sa: IkeSA) -> list[IkeSA]:
+        """The other live IKE SAs of sa's session (a re-authentication overlaps two), oldest first."""
+        if self._members.get(sa.session_id, 0) <= 1:
+            return []
+        return [o for o in self.sas.values() if o is not sa and o.session_id == sa.session_id]
+
+    def adopt_session(self, sa: IkeSA) -> bool:
+        """A responder SA that re-authenticated a session takes it over at once: the older SA's child SAs and address
+        move to it (ESP does not care which phase 1 made its keys) and it is established. The older SA stays,
+        without tunnels, until its client deletes it or it expires. False if there is nothing to take over."""
+        olds = [o for o in self.session_peers(sa) if o.state is State.ESTABLISHED]
+        if not olds or sa.role is not Role.RESPONDER:
+            return False
+        old = olds[-1]
+        sa.assigned_address, sa.cisco_udp_port = old.assigned_address, old.cisco_udp_port
+        sa.peer_app_version = old.peer_app_version
+        for spi, child in list(old.children.items()):
+            sa.children[spi] = child
+            del old.children[spi]
+            self.emit(ChildSaMoved(sa.id, sa.peer, spi, old.id))
+        sa.state = State.ESTABLISHED
+        sa.adopted_at = self.now
+        self.emit(Reauthenticated(sa.id, sa.peer, old.id, sa.session_id))
+        return True
 
     def _join_session(self, sa: IkeSA, session_id: int) -> None:
         self._members[sa.session_id] -= 1
@@ -488,7 +514,7 @@ class IkeEndpoint:
         self.register_cookies(sa)
         return sa
 
-    def _find_sa(self, header: Header, remote: tuple[str, int], data: bytes) -> IkeSA | None:
+    def _find_sa(self, header: Header, remote: tuple[str, int], local_port: int) -> IkeSA | None:
         sa = self._by_cookies.get((header.icookie, header.rcookie))
         if sa is not None:
             return sa
@@ -499,7 +525,7 @@ class IkeEndpoint:
             known = self._half_open.get((header.icookie, remote))
             if known is not None:
                 return known
-            return self._new_responder_sa(header, remote)
+            return self._new_responder_sa(header, remote, local_port)
         # A responder's first reply: our initiator SA is still filed under a zero rcookie. It takes the
         # responder's cookie only once that reply has been accepted (_receive_for).
         pending = self._by_cookies.get((header.icookie, ZERO_COOKIE))
@@ -510,11 +536,17 @@ class IkeEndpoint:
                                  Cause.UNKNOWN_SA))
         return None
 
-    def _new_responder_sa(self, header: Header, remote: tuple[str, int]) -> IkeSA | None:
+    def _new_responder_sa(self, header: Header, remote: tuple[str, int], local_port: int) -> IkeSA | None:
         if self.policy is None:
             self.stats["not-a-responder"] += 1
             return None
-        sa = self._new_sa(Role.RESPONDER, header.icookie, self.rng(8), (self.local_address, self.ike_port), remote)
+        # A phase 1 may start on 4500 (a client re-authenticating after NAT-T floated: vpnc, charon): it is
+        # answered there, behind the non-ESP marker, or the client (whose socket is bound to 4500) never sees it.
+        on_natt = local_port == self.natt_port
+        sa = self._new_sa(Role.RESPONDER, header.icookie, self.rng(8),
+                          (self.local_address, self.natt_port if on_natt else self.ike_port), remote)
+        if on_natt:
+            sa.floated = True
         sa.responder = ResponderHold()
         sa.mode = "aggressive" if header.exchange == ExchangeType.AGGRESSIVE else "main"
         self._half_open[(header.icookie, remote)] = sa

@@ -249,5 +249,14 @@ class Reauthenticated(IkeEvent):
 
 
 @dataclass(frozen=True)
+class ChildSaMoved(IkeEvent):
+    """A child SA pair now belongs to IKE SA sa_id (it was old_sa_id's): a re-authentication took the session over.
+    Its keys, SPIs and selectors are unchanged."""
+
+    inbound_spi: int
+    old_sa_id: int
+
+
+@dataclass(frozen=True)
 class KeepaliveSent(IkeEvent):
     """A NAT keepalive (RFC 3948 4) went out."""

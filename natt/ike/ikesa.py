@@ -198,6 +198,7 @@ class IkeSA:
     delete_reason: str = ""
     session_id: int = 0  # the login this SA serves: kept by a re-authentication, so the tunnels stay the session's
     rekey_at: float | None = None  # phase 1 soft lifetime: when the initiator re-authenticates
+    adopted_at: float | None = None  # responder: when this SA took its session over from an older one
     seen_mids: list[int] = field(default_factory=list)  # the last SEEN_MIDS authenticated inbound (M-ID, kind)s
     first_remote: tuple[str, int] = ("", 0)  # where message 1 came from / went to (NAT-D, see natd.detect)
     first_local_port: int = 500

@@ -28,6 +28,8 @@ from natt.wire.payloads import DataAttribute, Delete, Hash, Notify, Payload
 if TYPE_CHECKING:
     from natt.ike.context import IkeContext
 
+VPNC_QUIRK = 60.0  # seconds after a take-over in which a DELETE naming the new SA is read as vpnc's (see _delete)
+
 
 def hash_payload(sa: IkeSA, message_id: int, payloads: list[Payload]) -> Hash:
     assert sa.hash
@@ -172,6 +174,14 @@ def _delete(ctx: IkeContext, sa: IkeSA, d: Delete) -> None:
     from natt.ike.quick import child_down
 
     if d.protocol_id == ProtocolId.ISAKMP:
+        older = [o for o in ctx.session_peers(sa) if o.created_at < sa.created_at]
+        if _cookies(sa) in d.spis and older and sa.adopted_at is not None and ctx.now - sa.adopted_at < VPNC_QUIRK:
+            # Debian's vpnc (before upstream ef04936) deletes its old phase 1 after re-authenticating, but names
+            # the new one's cookies. Just after a take-over, with the older SA still there, that is what it means.
+            ctx.stats["delete-names-successor"] += 1
+            for o in older:
+                ctx.remove_sa(o, "peer deleted the IKE SA (its re-authenticated successor goes on)", Cause.REKEYED)
+            return
         if _cookies(sa) in d.spis:
             said = sa.initiator.peer_reason if sa.initiator is not None else ""
             ctx.remove_sa(sa, f"peer deleted the IKE SA: {said}" if said else "peer deleted the IKE SA",
@@ -179,14 +189,15 @@ def _delete(ctx: IkeContext, sa: IkeSA, d: Delete) -> None:
         else:
             _delete_refused(ctx, sa, "DELETE names another IKE SA")
         return
+    session = [sa, *ctx.session_peers(sa)]  # a re-authentication moved the pairs: still this session's
     for spi in d.spis:
         value = int.from_bytes(spi, "big")
-        mine = [c for c in sa.children.values() if c.outbound_spi == value]
+        mine = [(s, c) for s in session for c in s.children.values() if c.outbound_spi == value]
         if not mine:
             # An SA of another session (or none): a peer deletes only what it negotiated with us.
             _delete_refused(ctx, sa, f"DELETE names SPI 0x{value:08x}, not one of this session's")
-        for child in mine:
-            child_down(ctx, sa, child, "peer deleted the SA", Cause.PEER_DELETED)
+        for owner, child in mine:
+            child_down(ctx, owner, child, "peer deleted the SA", Cause.PEER_DELETED)
 
 
 def _delete_refused(ctx: IkeContext, sa: IkeSA, why: str) -> None:

@@ -442,6 +442,10 @@ def established(ctx: IkeContext, sa: IkeSA) -> None:
     schedule_reauth(ctx, sa)
     if sa.role is Role.INITIATOR:
         transaction.start_modecfg(ctx, sa)
+    elif ctx.adopt_session(sa):
+        # A re-authentication: the session's tunnels and address are this SA's now. Some clients do no Mode Config
+        # or Quick Mode after it (vpnc waits for this notify, then goes on with the pairs it has).
+        info.send_phase1_lifetime(ctx, sa)
     elif ctx.policy and ctx.policy.modecfg_push:
         transaction.push_modecfg(ctx, sa)
 

@@ -122,10 +122,9 @@ def _allowed(ctx: IkeContext, sa: IkeSA) -> list[Phase2Proposal]:
 
 
 def _rekey_offer(ctx: IkeContext, sa: IkeSA, old: ChildSA) -> tuple[Phase2Proposal, ...]:
-    """The child's own suite (and lifetime) first, then the rest this side allows with the same PFS setting."""
-    rest = [p for p in _allowed(ctx, sa) if p.pfs_group == old.proposal.pfs_group and
-            (p.transform, p.key_bits, p.auth) != (old.proposal.transform, old.proposal.key_bits, old.proposal.auth)]
-    return (old.proposal, *rest)
+    """The child's own suite, lifetime and PFS setting, alone: one proposal with one transform. vpnc takes a
+    gateway's rekey only in that shape (its do_rekey reads the first transform and echoes the whole offer back)."""
+    return (old.proposal,)
 
 
 def _pending_rekey(sa: IkeSA, local_sel: str, remote_sel: str) -> QuickModeState | None:

@@ -18,7 +18,7 @@ from natt.esp.table import SaTable
 from natt.esp.udpencap import DatagramKind, classify_4500
 from natt.ike.config import ClientProfile, ConcentratorPolicy
 from natt.ike.endpoint import IkeEndpoint
-from natt.ike.events import ChildSaDown, ChildSaUp, IkeEvent, PortFloated, XauthCheck
+from natt.ike.events import ChildSaDown, ChildSaMoved, ChildSaUp, IkeEvent, PortFloated, XauthCheck
 from natt.wire.constants import IKE_PORT, NATT_PORT
 
 UDP, ESP = 17, 50
@@ -119,6 +119,8 @@ class Node:
             elif isinstance(e, ChildSaDown):
                 self.table.remove(e.inbound_spi)
                 self.ups.pop(e.inbound_spi, None)
+            elif isinstance(e, ChildSaMoved):
+                self.table.move(e.inbound_spi, e.sa_id)
             elif isinstance(e, PortFloated) and sa is not None:
                 self.table.update_remote(sa.id, sa.remote)
             elif isinstance(e, XauthCheck) and self.endpoint.policy is not None and self.answer_xauth:

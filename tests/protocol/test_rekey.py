@@ -193,6 +193,15 @@ def test_reauthentication_keeps_the_session_its_address_and_its_traffic() -> Non
     assert len(client.endpoint.sas) == 1 and len(conc.endpoint.sas) == 1
     assert traffic.lost == 0, f"{traffic.lost} of {traffic.sent} lost"
     _clean(client), _clean(conc)
+    from natt.events.ikelog import IkeLogger
+
+    log = IkeLogger("client")
+    for e in client.events:
+        log.record(e, 1_000_000.0, None)
+    texts = [e.text for e in log.log]
+    assert sum("re-authenticated" in t for t in texts) == len(reauths)
+    assert not [t for t in texts if t.startswith("Connection terminated")], "the user saw no disconnection"
+    assert sum(t.startswith("Connection established") for t in texts) == 1
 
 
 @pytest.mark.parametrize("action", ["refuse", "replace"])
@@ -250,3 +259,66 @@ def test_packets_in_flight_on_the_old_pair_still_arrive_after_the_switch() -> No
     net.advance(12.0)  # after the grace period (or their expiry, if sooner) the old pairs are gone on both sides
     assert {d.cause for d in conc.of(ChildSaDown)} <= {Cause.PEER_DELETED, Cause.LIFETIME_EXPIRED}
     assert len(_live_children(client)) == 2 and len(_live_children(conc)) == 2
+
+
+def test_a_phase_1_started_on_4500_is_answered_on_4500() -> None:
+    """vpnc and charon re-authenticate from their floated socket: message 1 arrives on 4500 behind the non-ESP
+    marker. The answer must leave from 4500 with the marker too, or their socket (bound to 4500) never sees it."""
+    from natt.ike.endpoint import IkeEndpoint
+    from natt.wire.constants import NON_ESP_MARKER
+
+    net = _net()
+    conc = net.concentrator.endpoint
+    initiator = IkeEndpoint("203.0.113.20")
+    initiator.connect(make_profile(), net.now)
+    (first,) = initiator.datagrams_to_send()
+    conc.receive_datagram(NON_ESP_MARKER + first.data, ("203.0.113.20", 4500), 4500, net.now)
+    (reply,) = conc.datagrams_to_send()
+    assert reply.local_port == 4500 and reply.remote == ("203.0.113.20", 4500)
+    assert reply.data.startswith(NON_ESP_MARKER)
+    initiator.receive_datagram(reply.data, (CONCENTRATOR, 4500), 4500, net.now)
+    assert [d for d in initiator.datagrams_to_send()], "the initiator read the answer and went on"
+
+
+def test_a_vpnc_style_reauthentication_keeps_the_tunnels() -> None:
+    """vpnc re-authenticates at 80 % of its phase 1 (a new phase 1 and XAUTH from its 4500 socket) but then does
+    no Mode Config and no Quick Mode: it goes on with the pairs it has, and deletes its old phase 1 naming the NEW
+    one's cookies (Debian's vpnc before upstream ef04936). The concentrator takes the session over at XAUTH (the
+    pairs move to the new SA, the phase 1 lifetime notify vpnc waits for is sent), reads that DELETE as meant for
+    the old SA, and the tunnel stays up."""
+    from natt.ike.events import ChildSaMoved, NotifyReceived
+    from natt.wire.constants import NotifyType, ProtocolId
+    from natt.wire.payloads import Delete
+
+    net = _net(phase1_lifetime=90)
+    client = _client(net, timers=Timers(rekey_margin=0.0, dpd_interval=30.0), phase1=(Phase1Proposal(lifetime=90),))
+    traffic = Traffic(net, client)
+    traffic.run(10)
+    conc = net.concentrator
+    (old,) = conc.endpoint.sas.values()
+    (old_client,) = client.endpoint.sas.values()
+    holder = hostile.Holder(client.endpoint)
+    holder.rule = hostile.is_modecfg_request  # vpnc asks for nothing after its re-authentication
+    new_client_id = client.endpoint.reauthenticate(old_client.id, net.now)
+    assert new_client_id is not None
+    net.pump()
+    new = next(sa for sa in conc.endpoint.sas.values() if sa is not old)
+    assert new.session_id == old.session_id and new.assigned_address == old.assigned_address
+    assert not old.children and len(new.children) == 2, "the pairs moved to the new SA"
+    assert {e.inbound_spi for e in conc.of(ChildSaMoved)} == set(new.children)
+    lifetimes = [n for n in client.of(NotifyReceived) if n.notify_type == NotifyType.RESPONDER_LIFETIME
+                 and n.sa_id == new_client_id]
+    assert lifetimes, "the phase 1 lifetime notify vpnc waits for"
+    traffic.run(5)
+    # vpnc's DELETE of its old phase 1, naming the new SA's cookies, sent on the new SA.
+    new_client = client.endpoint.sas[new_client_id]
+    client.endpoint.send_hashed(new_client, ExchangeType.INFORMATIONAL, client.endpoint.new_message_id(new_client),
+                                [Delete(ProtocolId.ISAKMP, [new_client.icookie + new_client.rcookie], 16)])
+    net.pump()
+    assert old.id not in conc.endpoint.sas and new.id in conc.endpoint.sas
+    assert conc.endpoint.stats["delete-names-successor"] == 1
+    assert not [d for d in conc.of(ChildSaDown)], "no pair was deleted"
+    traffic.run(20)
+    assert traffic.lost == 0, f"{traffic.lost} of {traffic.sent} lost"
+    assert conc.endpoint.total_sessions == 1
+    _clean(client), _clean(conc)
