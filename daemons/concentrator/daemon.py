@@ -296,6 +296,7 @@ class Concentrator:
             "address": self.settings.address,
             "nat_traversal": self.settings.policy.nat_traversal,
             "sessions": len(self._sessions()),
+            "half_open": self.endpoint.half_open,
             "refusals": dict(self.endpoint.stats),
             "datapath_drops": dict(self.datapath.stats.drops),
             "datapath": self.datapath.counters(),

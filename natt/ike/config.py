@@ -127,6 +127,10 @@ class ConcentratorPolicy:
     phase1_lifetime: int = 86400
     phase2_lifetime: int = 28800
     session_limit: int = 100
+    # Half-open IKE SAs (phase 1 not yet complete): past these a new first message is dropped before any DH work
+    # (strongSwan's init_limit_half_open, Cisco's "call admission limit ike in-negotiation-sa").
+    half_open_limit: int = 2000
+    half_open_per_source: int = 50  # per source address: one host cannot take the whole budget
     xauth_max_tries: int = 3
     xauth_throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
     modecfg_push: bool = False

@@ -83,6 +83,7 @@ MAX_REPLY_CACHE = 4  # a peer retransmits its latest request(s); two Quick Modes
 # A peer gives up retransmitting well within this (vpnc: 5 tries over ~30 s; strongSwan: ~165 s for IKEv2, 5
 # IKEv1 retransmits within ~60 s by default); after it, cached replies only cost memory in an idle session.
 REPLY_CACHE_TTL = 180.0
+HALF_OPEN_RETRANSMITS = 2  # times a responder resends a phase 1 reply before the initiator has proven anything
 REAUTH_RETRY = 10.0  # a failed re-authentication is tried again after this, while the old SA lives
 
 
@@ -106,6 +107,7 @@ class IkeEndpoint:
         self.sas: dict[int, IkeSA] = {}
         self._by_cookies: dict[tuple[bytes, bytes], IkeSA] = {}
         self._half_open: dict[tuple[bytes, tuple[str, int]], IkeSA] = {}
+        self._half_open_by_source: Counter[str] = Counter()
         self._next_id = 1
         self._out: list[Datagram] = []
         self._events: deque[IkeEvent] = deque()
@@ -283,6 +285,11 @@ class IkeEndpoint:
         if sa is not None:
             sa.last_inbound = now
 
+    @property
+    def half_open(self) -> int:
+        """IKE SAs whose phase 1 is not complete yet (the flood gauge)."""
+        return len(self._half_open)
+
     def active_sessions(self) -> list[IkeSA]:
         return [sa for sa in self.sas.values() if sa.state not in (State.DELETED,)]
 
@@ -401,6 +408,9 @@ class IkeEndpoint:
             t = sa.profile.timers if sa.profile else self.policy.timers if self.policy else None
             base = t.retransmit_base if t else 2.0
             tries = t.retransmit_tries if t else 5
+            if sa.role is Role.RESPONDER and sa.state in PHASE1_STATES:
+                # To a source nobody has authenticated yet (perhaps spoofed): a bounded echo, not five.
+                tries = min(tries, HALF_OPEN_RETRANSMITS)
             sa.pending[message_id] = Retransmit(dgram, self.now + base, base, tries, expect)
         if in_reply_to is not None:
             sa.replies[_digest(in_reply_to)] = dgram
@@ -540,6 +550,12 @@ class IkeEndpoint:
         if self.policy is None:
             self.stats["not-a-responder"] += 1
             return None
+        if len(self._half_open) >= self.policy.half_open_limit:
+            self.stats["half-open-limit"] += 1  # dropped unread: no DH, no state, no answer to amplify
+            return None
+        if self._half_open_by_source[remote[0]] >= self.policy.half_open_per_source:
+            self.stats["half-open-per-source-limit"] += 1
+            return None
         # A phase 1 may start on 4500 (a client re-authenticating after NAT-T floated: vpnc, charon): it is
         # answered there, behind the non-ESP marker, or the client (whose socket is bound to 4500) never sees it.
         on_natt = local_port == self.natt_port
@@ -550,6 +566,7 @@ class IkeEndpoint:
         sa.responder = ResponderHold()
         sa.mode = "aggressive" if header.exchange == ExchangeType.AGGRESSIVE else "main"
         self._half_open[(header.icookie, remote)] = sa
+        self._half_open_by_source[remote[0]] += 1
         sa.first_remote = remote
         return sa
 
@@ -768,6 +785,10 @@ class IkeEndpoint:
         """Phase 1 complete (or the SA gone): it leaves the half-open table."""
         if sa.role is Role.RESPONDER and self._half_open.get((sa.icookie, sa.first_remote)) is sa:
             del self._half_open[(sa.icookie, sa.first_remote)]
+            source = sa.first_remote[0]
+            self._half_open_by_source[source] -= 1
+            if self._half_open_by_source[source] <= 0:
+                del self._half_open_by_source[source]
 
 
 def _digest(data: bytes) -> bytes:
