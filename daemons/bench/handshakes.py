@@ -154,8 +154,10 @@ def against_natt(plan: Plan) -> dict[str, Any]:
     extra = {"phase1": f'["{plan.phase1}"]', "phase2": f'["{plan.phase2}"]', "pool": f'"{POOL}"',
              "session_limit": str(plan.count + 100), "dpd_interval": str(plan.dpd),
              "keepalive_interval": str(plan.keepalive), "log_severity": "5",
-             # The load generator logs every simulated client in as the same user: no simultaneous-login limit.
-             "max_logins": "0"}
+             # The load generator logs every simulated client in as the same user, all from the PAT's one address:
+             # no simultaneous-login limit, and a half-open budget for that one source as large as the run.
+             "max_logins": "0", "half_open_per_source": str(max(plan.count, 50)),
+             "half_open_limit": str(max(plan.count, 2000))}
     with scenario.running("hn", ScenarioConfig(concentrator_extra=extra)) as sc:
         pid = sc.procs["concentrator"].pid
         return _drive(sc.lab, sc.run_dir, plan, "natt", pid,
