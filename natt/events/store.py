@@ -16,9 +16,10 @@ consecutive", and wrap at 65536; neither helps a follower, so natt does not copy
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, overload
 
 from natt.events.catalog import Message, tunnel_scope
 from natt.events.model import (
@@ -32,6 +33,22 @@ from natt.events.model import (
 )
 
 Listener = Callable[[LogEntry], None]
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+@overload
+def printable(text: str) -> str: ...
+@overload
+def printable(text: None) -> None: ...
+def printable(text: str | None) -> str | None:
+    """Control characters (C0, DEL, C1, line separators, bidi overrides) as \\xNN / \\uNNNN: an ID or user name
+    with escape codes, BEL or newlines can neither drive the reader's terminal nor forge a log line."""
+    if text is None or not _UNPRINTABLE.search(text):
+        return text
+    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                            else f"\\u{ord(m.group()):04x}", text)
 
 
 class EventLog:
@@ -66,7 +83,9 @@ class EventLog:
             self.filtered += 1
             self._repeats[(message.cls, message.event_id)] += 1
             return None
-        values = dict(fields)
+        # Peer-supplied text (IDs, user names, versions, banners, reasons) reaches a terminal: no control bytes.
+        values = {k: printable(v) if isinstance(v, str) else v for k, v in fields.items()}
+        group, user = printable(group), printable(user)
         for key, value in (("peer", peer), ("group", group), ("user", user)):
             if value is not None:
                 values.setdefault(key, value)

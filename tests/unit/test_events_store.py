@@ -167,3 +167,19 @@ def test_entries_are_frozen_and_carry_their_catalogue_name() -> None:
     with pytest.raises(AttributeError):
         entry.text = "x"  # type: ignore[misc]
     hash(entry)  # usable in sets: fields hold only plain values
+
+
+def test_peer_supplied_text_cannot_drive_a_terminal_or_forge_lines() -> None:
+    """An ID or user name with ESC sequences, BEL, CR/LF or a bidi override reaches the log escaped."""
+    from natt.events import catalog as C
+    from natt.events.store import EventLog, printable
+
+    log = EventLog(10)
+    evil = "vpn\x1b[2J\x07user\r\n12 11/29/2026 SEV=1 forged\u202e"
+    entry = log.emit(C.XAUTH_ACCEPTED, 1_000_000.0, "203.0.113.9", user=evil)
+    assert entry is not None
+    assert not any(ch in entry.text for ch in "\x1b\x07\r\u202e")
+    assert "\\x1b[2J" in entry.text and "\\x0d\\x0a12 11/29" in entry.text
+    plain = log.emit(C.XAUTH_ACCEPTED, 1_000_000.0, "203.0.113.9", user="u")
+    assert plain is not None and entry.text.count("\n") == plain.text.count("\n"), "no line was added"
+    assert printable("plain ünïcode") == "plain ünïcode"
