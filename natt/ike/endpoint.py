@@ -654,6 +654,13 @@ class IkeEndpoint:
             return
         old_id, sa.initiator.reauth_of = sa.initiator.reauth_of, None
         self.emit(Reauthenticated(sa.id, sa.peer, old_id, sa.session_id))
+        old = self.sas.get(old_id)
+        if old is not None:
+            # The old pairs' DELETEs go on the NEW IKE SA: a gateway that moved them to it at XAUTH (strongSwan
+            # does, "adopting children"; so does natt's concentrator) looks them up there. Then the old SA's own.
+            for child in list(old.children.values()):
+                info.send_delete_child(self, sa, child)
+                quick.child_down(self, old, child, "replaced by re-authentication", Cause.REKEYED)
         self.delete_sa(old_id, self.now, "replaced by re-authentication (phase 1 rekey)", Cause.REKEYED)
 
     def _reauth_ended(self, sa: IkeSA) -> None:

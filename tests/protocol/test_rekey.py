@@ -191,6 +191,8 @@ def test_reauthentication_keeps_the_session_its_address_and_its_traffic() -> Non
     assert len({u.session_id for u in conc.of(ChildSaUp)}) == 1
     assert not [d for d in client.of(IkeSaDown) if d.cause is not Cause.REKEYED], "no IKE SA ended otherwise"
     assert len(client.endpoint.sas) == 1 and len(conc.endpoint.sas) == 1
+    assert conc.endpoint.stats["delete-unknown-spi"] == 0, "the old pairs' DELETEs found them (on the new SA)"
+    assert len(_live_children(conc)) == 2 and len(_live_children(client)) == 2, "no pair left behind"
     assert traffic.lost == 0, f"{traffic.lost} of {traffic.sent} lost"
     _clean(client), _clean(conc)
     from natt.events.ikelog import IkeLogger
