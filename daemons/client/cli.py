@@ -59,6 +59,47 @@ def disconnect(sock: str | None, config: str | None, as_json: bool) -> None:
     emit(request(_path(sock, config), "disconnect"), as_json, lambda r: f"state: {r['state']}")
 
 
+@main.command()
+@click.option("--phase1", "phase", flag_value=1, type=int,
+              help="re-authenticate: a new IKE SA (phase 1, XAUTH, Mode Config) for the same session")
+@click.option("--phase2", "phase", flag_value=2, type=int, default=True,
+              help="new IPsec SAs for every tunnel (the default)")
+@control_options
+def rekey(phase: int, sock: str | None, config: str | None, as_json: bool) -> None:
+    """Rekey now, without dropping the session or its traffic."""
+
+    def text(r: dict[str, Any]) -> str:
+        if r["phase"] == 1:
+            return f"phase 1: re-authenticating IKE SA {r['sa_id']} as IKE SA {r['new_sa_id']}"
+        return f"phase 2: rekeying {r['started']} IPsec SA(s) of IKE SA {r['sa_id']}"
+
+    emit(request(_path(sock, config), "rekey", {"phase": phase}), as_json, text)
+
+
+def _dur(seconds: int | None) -> str:
+    """Remaining seconds, compactly: 45s, 12m05s, 7h59m."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _ipsec_line(c: dict[str, Any]) -> str:
+    when = f"expires {_dur(c.get('expires_in'))}"
+    if c.get("delete_in") is not None:
+        when += f", replaced, goes in {_dur(c['delete_in'])}"
+    elif c.get("rekeyed"):
+        when += ", rekeying"
+    elif c.get("rekey_in") is not None:
+        when += f", rekey in {_dur(c['rekey_in'])}"
+    return (f"{c['local']} <-> {c['remote']} {c['transform']} in {c['inbound_spi']} out {c['outbound_spi']}\n"
+            f"                        {when}; {c.get('bytes_encrypted', 0)}/{c.get('bytes_decrypted', 0)} bytes, "
+            f"{c.get('packets_encrypted', 0)}/{c.get('packets_decrypted', 0)} packets (enc/dec)")
+
+
 def _status_text(s: dict[str, Any]) -> str:
     lines = [
         f"Connection state      : {s['state']}",
@@ -67,6 +108,7 @@ def _status_text(s: dict[str, Any]) -> str:
         f"Client address        : {s['assigned_address'] or '-'}  (local {s['local_address']})",
         f"Transparent tunneling : {'enabled' if s['transparent_tunneling'] else 'disabled'}",
         f"Tunnel port           : {s['tunnel_port']}",
+        f"Fail closed           : {'yes' if s.get('fail_closed') else 'no'}",
         f"Time up               : {s['time_up']} s",
         f"Bytes encrypted       : {s['bytes_encrypted']}",
         f"Bytes decrypted       : {s['bytes_decrypted']}",
@@ -74,14 +116,30 @@ def _status_text(s: dict[str, Any]) -> str:
         f"Packets decrypted     : {s['packets_decrypted']}",
         f"Packets dropped       : {s['packets_dropped']}",
     ]
+    if s.get("traffic"):
+        lines.append(f"Traffic for tunnel    : {s['traffic']}")
+    if s.get("reconnect_in") is not None:
+        lines.append(f"Reconnecting in       : {s['reconnect_in']} s")
+    if s.get("not_reconnecting"):
+        lines.append(f"Reconnect             : {s['not_reconnecting']}")
+    rk = s.get("rekeys")
+    if rk and (rk.get("phase1") or rk.get("phase2") or rk.get("phase1_failed")):
+        failed = f" ({rk['phase1_failed']} failed)" if rk.get("phase1_failed") else ""
+        lines.append(f"Rekeys                : phase 1 {rk.get('phase1', 0)}{failed}, phase 2 {rk.get('phase2', 0)}")
     if "ike" in s:
-        nat = s.get("nat", {})
-        lines.append(f"IKE                   : {s['ike']['mode']} {s['ike']['encryption']}/{s['ike']['hashing']}")
+        ike, nat = s["ike"], s.get("nat", {})
+        when = f"expires in {_dur(ike.get('expires_in'))}"
+        if ike.get("reauthenticating"):
+            when += f", re-authenticating (IKE SA {ike['reauthenticating']})"
+        elif ike.get("reauth_in") is not None:
+            when += f", re-authenticates in {_dur(ike['reauth_in'])}"
+        lines.append(f"IKE                   : {ike['mode']} {ike['encryption']}/{ike['hashing']}, {when}")
         lines.append(f"NAT                   : this end {'IS' if nat.get('this_end_behind_nat') else 'is NOT'} "
                      f"behind NAT, NAT-T {nat.get('natt') or 'not negotiated'}")
         for c in s.get("ipsec", []):
-            lines.append(f"IPsec SA              : {c['local']} <-> {c['remote']} {c['transform']} "
-                         f"in {c['inbound_spi']} out {c['outbound_spi']}")
+            lines.append(f"IPsec SA              : {_ipsec_line(c)}")
+        for c in s.get("ipsec_next", []):
+            lines.append(f"IPsec SA (next IKE SA): {_ipsec_line(c)}")
     if s.get("last_error"):
         lines.append(f"Last error            : {s['last_error']}")
     for d in s.get("diagnosis", []):

@@ -26,6 +26,9 @@ class ClientSettings:
     log_capacity: int = 5000
     log_secrets: bool = False
     tun_offload: bool = True
+    # While the tunnel is down or being re-made, its routes stay on the TUN and traffic for it is dropped there (never
+    # sent in the clear). False: the routes go while it is down (split-tunnel users who prefer connectivity).
+    fail_closed: bool = True
 
 
 def _port(value: int, where: str) -> int:
@@ -41,11 +44,31 @@ def _natt_versions(names: list[str], where: str) -> tuple[bytes, ...]:
     return tuple(NATT_VERSIONS[n] for n in names)
 
 
+# Lifetimes (seconds). Phase 1 re-authenticates (phase 1, XAUTH, Mode Config and its Quick Modes) in the last tenth
+# of its lifetime, at least some seconds before expiry: below a minute that cannot be relied on. A phase 2 rekey is
+# one Quick Mode (a round trip): 30 s still leaves it seconds (short lifetimes are for tests; peers use hours).
+# Above 24 h is beyond what peers accept.
+LIFETIME_BOUNDS = {"phase1_lifetime": (60, 86400), "phase2_lifetime": (30, 86400)}
+MAX_REKEY_MARGIN = 0.5
+
+
 def _lifetime(value: int, key: str, where: str) -> int:
-    # Below a minute a rekey could not finish before the SA expires; above 24 h is beyond what peers accept.
-    if not 60 <= value <= 86400:
-        raise ConfigError(f"{where}: {key} {value} is outside 60..86400 seconds")
+    low, high = LIFETIME_BOUNDS[key]
+    if isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(f"{where}: {key} {value} is outside {low}..{high} seconds")
     return value
+
+
+def _rekey_margin(value: object, where: str) -> float:
+    """The fraction of a lifetime left when this client rekeys phase 2 and re-authenticates phase 1 (less a random
+    fuzz of up to half as much again); 0 = never (SAs simply expire, as vpnc's do)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{where}: 'rekey_margin' must be a number (a fraction of the lifetime, "
+                          f"0..{MAX_REKEY_MARGIN}), not {type(value).__name__}")
+    if not 0 <= value <= MAX_REKEY_MARGIN:
+        raise ConfigError(f"{where}: rekey_margin {value} is outside 0..{MAX_REKEY_MARGIN} (a fraction of the "
+                          "lifetime: 0.1 rekeys when a tenth is left; 0 never rekeys)")
+    return float(value)
 
 
 def load(path: str | Path, password: str | None = None) -> ClientSettings:
@@ -77,6 +100,7 @@ def load(path: str | Path, password: str | None = None) -> ClientSettings:
         keepalive_interval=float(optional(c, "keepalive_interval", (int, float), 20, where)),
         dpd_interval=float(optional(c, "dpd_interval", (int, float), 30, where)),
         heartbeat_interval=float(optional(c, "heartbeat_interval", (int, float), 0, where)),
+        rekey_margin=_rekey_margin(c.get("rekey_margin", Timers.rekey_margin), where),
     )
     name = optional(c, "name", str, path.stem, where)
     profile = ClientProfile(
@@ -101,6 +125,7 @@ def load(path: str | Path, password: str | None = None) -> ClientSettings:
         profile=profile,
         tun=optional(c, "tun", str, "natt-vpn0", where),
         tun_offload=optional(c, "tun_offload", bool, True, where),
+        fail_closed=optional(c, "fail_closed", bool, True, where),
         control_socket=optional(c, "control_socket", str, f"/run/natt/client-{name}.sock", where),
         autoconnect=optional(c, "autoconnect", bool, True, where),
         reconnect=optional(c, "reconnect", bool, True, where),

@@ -14,7 +14,7 @@ import time
 import atheris
 
 with atheris.instrument_imports(include=["natt"]):
-    import natt.esp.sa  # noqa: F401
+    import natt.esp.sa
     import natt.ike.endpoint  # noqa: F401
     from tests.fuzz.targets import World
 
