@@ -159,6 +159,76 @@ secrets {{
 """
 
 
+def swanctl_client_conf(
+    suite: Suite,
+    gateway: str,
+    group: str,
+    psk: str,
+    user: str,
+    password: str,
+    *,
+    remote_ts: str = "192.168.2.0/24",
+    rekey_time: str | None = None,
+    child_rekey_time: str | None = None,
+    child_life_time: str | None = None,
+    child_rand_time: str | None = None,
+    dpd_delay: int = 30,
+) -> str:
+    """charon as a Cisco-style remote access CLIENT (the VPN Client's part): IKEv1 Aggressive Mode with the group
+    name as KEY_ID and the group PSK, then XAUTH as `user`, a virtual IP by Mode Config (pull), and one CHILD_SA
+    "net" to remote_ts, started by `Charon.initiate()` (start_action none).
+
+    rekey_time (e.g. "80s"): when charon renews the IKE SA; IKEv1 has no IKE rekey, so charon re-authenticates
+    (a new phase 1, XAUTH, Mode Config and Quick Modes, then the old IKE SA is deleted). child_rekey_time,
+    child_life_time, child_rand_time: the CHILD_SA's soft and hard lifetimes and the random part taken off the
+    soft one (strongSwan's defaults: 1h, 1.1 x rekey, life - rekey). charon proposes life_time as the phase 2
+    lifetime."""
+    ike_rekey = f"\n        rekey_time = {rekey_time}" if rekey_time else ""
+    child = "".join(f"\n                {k} = {v}" for k, v in (
+        ("rekey_time", child_rekey_time), ("life_time", child_life_time), ("rand_time", child_rand_time)) if v)
+    return f"""\
+connections {{
+    natt {{
+        version = 1
+        aggressive = yes
+        remote_addrs = {gateway}
+        proposals = {suite.ike}
+        vips = 0.0.0.0
+        dpd_delay = {dpd_delay}s{ike_rekey}
+        local-1 {{
+            auth = psk
+            id = keyid:{group}
+        }}
+        local-2 {{
+            auth = xauth
+            xauth_id = {user}
+        }}
+        remote-1 {{
+            auth = psk
+            id = %any
+        }}
+        children {{
+            net {{
+                remote_ts = {remote_ts}
+                esp_proposals = {suite.esp}
+                start_action = none{child}
+            }}
+        }}
+    }}
+}}
+secrets {{
+    ike-group {{
+        id = keyid:{group}
+        secret = "{psk}"
+    }}
+    xauth-user {{
+        id = {user}
+        secret = "{password}"
+    }}
+}}
+"""
+
+
 @dataclass
 class Charon:
     lab: Lab
@@ -167,6 +237,7 @@ class Charon:
     proc: procs.Proc | None = None
     env: dict[str, str] = field(default_factory=dict)
     bench: bool = False
+    name: str = "charon"  # its name in the lab's process registry: one per lab, so two charons need two names
 
     @property
     def uri(self) -> str:
@@ -193,7 +264,8 @@ class Charon:
         # `ip netns exec` → unshare → sh → charon, each exec'ing the next: the recorded pid is charon's.
         script = f'mount --bind "{self.workdir}/run" /run && exec "{CHARON}"'
         argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
-        self.proc = procs.start(self.lab, self.role, argv, self.workdir / "charon.out", name="charon", env=self.env)
+        self.proc = procs.start(self.lab, self.role, argv, self.workdir / "charon.out", name=self.name,
+                                 env=self.env)
 
         def ready() -> bool:
             if not self.proc.alive:
@@ -212,6 +284,10 @@ class Charon:
 
     def load(self) -> str:
         return self.swanctl("--load-all", "--file", str(self.workdir / "swanctl.conf"))
+
+    def initiate(self, child: str = "net", timeout: int = 30) -> str:
+        """Start a client connection (swanctl_client_conf) and wait until its CHILD_SA is up, at most timeout s."""
+        return self.swanctl("--initiate", "--child", child, "--timeout", str(timeout), timeout=timeout + 10)
 
     def list_sas(self) -> str:
         return self.swanctl("--list-sas")
@@ -235,6 +311,12 @@ class Charon:
             if comm == "charon":
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+
+
+def virtual_ip(list_sas: str) -> str | None:
+    """The virtual IP a client charon got by Mode Config (`local ... [10.40.1.1]` in `swanctl --list-sas`)."""
+    m = re.search(r"^\s+local\s+.*\[(\d+\.\d+\.\d+\.\d+)\]\s*$", list_sas, re.MULTILINE)
+    return m.group(1) if m else None
 
 
 def spis(list_sas: str) -> set[str]:

@@ -41,7 +41,11 @@ class Vpnc:
 
 
 def start_vpnc(lab: Lab, role: str, run_dir: Path, user: str, password: str, *, natt_mode: str = "natt",
-               dh_group: str = "dh2", secret: str = "ciscovpn-lab-key", weak: bool = False) -> Vpnc:
+               dh_group: str = "dh2", secret: str = "ciscovpn-lab-key", weak: bool = False, debug: int = 1,
+               unbuffered: bool = False) -> Vpnc:
+    """vpnc in `role`'s namespace, its log in run_dir/vpnc-ROLE.log. debug: vpnc's level (1..3; 3 dumps every
+    packet it parses). unbuffered: its stdout line-buffered (stdbuf), so the log is current while it runs and
+    complete if it has to be killed."""
     script = run_dir / "vpnc-script"
     if not script.exists():
         script.write_text(SCRIPT)
@@ -61,9 +65,11 @@ def start_vpnc(lab: Lab, role: str, run_dir: Path, user: str, password: str, *, 
         f"Interface name vpnc-{role[-1]}",
         f"Script {script}",
         "No Detach",
-        "Debug 1",
+        f"Debug {debug}",
         "",
     ]))
     conf.chmod(0o600)
     argv = [VPNC, "--pid-file", str(run_dir / f"vpnc-{role}.pid"), str(conf)]
+    if unbuffered and shutil.which("stdbuf"):
+        argv = [shutil.which("stdbuf") or "stdbuf", "-oL", "-eL", *argv]  # stdbuf execs vpnc: the pid stays vpnc's
     return Vpnc(procs.start(lab, role, argv, run_dir / f"vpnc-{role}.log", name=f"vpnc-{role}"), conf)
