@@ -266,9 +266,11 @@ class IkeLogger:
         self._emit(C.REAUTHENTICATED, now, e.peer, sa, scoped=True, new_sa=e.sa_id, old_sa=e.old_sa_id)
 
     def _on_ChildSaUp(self, e: E.ChildSaUp, now: float, sa: IkeSA | None) -> None:
-        if e.rekey_of is not None:
-            self._emit(C.PHASE2_REKEYED, now, e.peer, sa, scoped=True, who="started here", inbound_spi=e.inbound_spi,
-                       outbound_spi=e.outbound_spi, old_spi=e.rekey_of, lifetime=e.lifetime)
+        old = e.rekey_of if e.rekey_of is not None else e.replaces
+        if old is not None:
+            self._emit(C.PHASE2_REKEYED, now, e.peer, sa, scoped=True,
+                       who="started here" if e.rekey_of is not None else "started by the peer",
+                       inbound_spi=e.inbound_spi, outbound_spi=e.outbound_spi, old_spi=old, lifetime=e.lifetime)
         if self.role == "client":
             self.log.emit(C.IPSEC_SA_LOADING, now, e.peer, msgid=e.message_id, outbound_spi=e.outbound_spi,
                           inbound_spi=e.inbound_spi)

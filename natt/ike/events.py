@@ -194,6 +194,7 @@ class ChildSaUp(IkeEvent):
     lifetime: int
     rekey_of: int | None = None  # inbound SPI of the SA this one replaces
     session_id: int = 0  # the login this tunnel belongs to (kept across rekeys and re-authentication); 0 = sa_id
+    replaces: int | None = None  # inbound SPI of an older pair for the same selectors, whoever started the rekey
 
 
 @dataclass(frozen=True)

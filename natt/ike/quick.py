@@ -307,7 +307,7 @@ def _install(ctx: IkeContext, sa: IkeSA, qm: QuickModeState) -> None:
     expires = ctx.now + lifetime
     child = ChildSA(qm.message_id, inbound, outbound, p, qm.encap, qm.local_selector, qm.remote_selector,
                     ctx.now, expires, _soft_lifetime(ctx, sa, ctx.now, lifetime))
-    _supersede(ctx, sa, child, rekeyer=qm.ours)
+    replaced = _supersede(ctx, sa, child, rekeyer=qm.ours)
     sa.children[inbound] = child
     if sa.cisco_udp_port is not None:
         # IPsec over UDP, negotiated as plain tunnel mode. The client sends from the announced port to it; the
@@ -318,7 +318,7 @@ def _install(ctx: IkeContext, sa: IkeSA, qm: QuickModeState) -> None:
         udp, local_port, remote_port = qm.encap in UDP_TUNNEL_MODES, sa.local[1], sa.remote[1]
     ctx.emit(ChildSaUp(sa.id, sa.peer, qm.message_id, inbound, outbound, p.transform, p.key_bits, p.auth,
                       k_in, k_out, udp, local_port, remote_port, qm.local_selector, qm.remote_selector,
-                      lifetime, qm.rekey_of, sa.session_id))
+                      lifetime, qm.rekey_of, sa.session_id, replaced))
 
 
 def child_down(ctx: IkeContext, sa: IkeSA, child: ChildSA, reason: str, cause: Cause = Cause.OTHER) -> None:
@@ -339,13 +339,17 @@ def _soft_lifetime(ctx: IkeContext, sa: IkeSA, now: float, lifetime: int) -> flo
     return now + max(lifetime - margin - fuzz, lifetime / 2)
 
 
-def _supersede(ctx: IkeContext, sa: IkeSA, new: ChildSA, *, rekeyer: bool) -> None:
+def _supersede(ctx: IkeContext, sa: IkeSA, new: ChildSA, *, rekeyer: bool) -> int | None:
     """A new pair for the selectors of older ones (a rekey, from either side): the old ones are not rekeyed again,
     take inbound ESP for a grace period (make-before-break), and the side that made the rekey then deletes them.
-    A rekey of our own for these selectors that has not completed stops: the peer's came first."""
+    A rekey of our own for these selectors that has not completed stops: the peer's came first. Returns the
+    inbound SPI of a pair the new one replaces, if any."""
+    replaced = None
     for old in sa.children.values():
         if (old.local_selector, old.remote_selector) != (new.local_selector, new.remote_selector):
             continue
+        if not old.rekeyed or replaced is None:
+            replaced = old.inbound_spi
         old.rekeyed = True
         if rekeyer:
             old.delete_at = min(old.expires_at, ctx.now + REKEY_GRACE)
@@ -354,6 +358,7 @@ def _supersede(ctx: IkeContext, sa: IkeSA, new: ChildSA, *, rekeyer: bool) -> No
                 (new.local_selector, new.remote_selector):
             q.abandoned = True
             ctx.answered(sa, q.message_id)
+    return replaced
 
 
 def rekey(ctx: IkeContext, sa: IkeSA) -> int:

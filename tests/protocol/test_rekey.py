@@ -324,3 +324,19 @@ def test_a_vpnc_style_reauthentication_keeps_the_tunnels() -> None:
     assert traffic.lost == 0, f"{traffic.lost} of {traffic.sent} lost"
     assert conc.endpoint.total_sessions == 1
     _clean(client), _clean(conc)
+
+
+def test_both_logs_say_who_rekeyed() -> None:
+    from natt.events.ikelog import IkeLogger
+
+    net = _net(phase2_lifetime=60)
+    client = _client(net, timers=Timers(rekey_margin=0.0, dpd_interval=30.0), phase2=(Phase2Proposal(lifetime=60),))
+    Traffic(net, client).run(62)
+    logs = {}
+    for role, node in (("concentrator", net.concentrator), ("client", client)):
+        log = IkeLogger(role)
+        for e in node.events:
+            log.record(e, 1_000_000.0, node.endpoint.sas.get(e.sa_id))
+        logs[role] = [e.text for e in log.log if "IPSec SA rekeyed" in e.text]
+    assert len(logs["concentrator"]) == 2 and all("(started here)" in t for t in logs["concentrator"])
+    assert len(logs["client"]) == 2 and all("(started by the peer)" in t for t in logs["client"])
