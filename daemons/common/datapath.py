@@ -107,6 +107,7 @@ class Datapath:
         cisco_udp: dict[int, socket.socket] | None = None,
         vnet_hdr: bool = False,
         on_peer_moved: Callable[[int, tuple[str, int]], None] | None = None,
+        on_unknown_spi: Callable[[int, tuple[str, int], int], None] | None = None,
     ) -> None:
         self.tun_fd = tun_fd
         # A vnet-header TUN (tun.open_tun(vnet_hdr=True)): TCP segments decrypted back to back go to the
@@ -122,6 +123,10 @@ class Datapath:
         # Authenticated NAT-T ESP from a new address: the IKE core decides whether the peer moved; its
         # PortFloated comes back as update_remote. The data path never moves a NAT-T peer on its own.
         self.on_peer_moved = on_peer_moved
+        # ESP on UDP 4500 for an SPI we do not know: (spi, source, local port), at most one per source and batch,
+        # so IKE may tell the peer (INVALID-SPI: its SA is gone here, after a restart say).
+        self.on_unknown_spi = on_unknown_spi
+        self._unknown: dict[tuple[str, int], int] = {}
         self.table = SaTable()
         self.inbound: dict[int, Inbound] = self.table.inbound  # the same dict, one attribute away per packet
         self._alive: set[int] = set()  # sessions that sent ESP in this batch (one DPD note per batch)
@@ -342,6 +347,11 @@ class Datapath:
             if self.on_peer_moved is not None:
                 for sa_id, addr in moved.items():
                     self.on_peer_moved(sa_id, addr)
+        if self._unknown:
+            unknown, self._unknown = self._unknown, {}
+            if self.on_unknown_spi is not None:
+                for addr, spi in unknown.items():
+                    self.on_unknown_spi(spi, addr, self.udp_port)
 
     def _udp_readable(self) -> None:
         if self.gro:
@@ -413,9 +423,12 @@ class Datapath:
     def _esp_in(self, data: bytes, addr: tuple[str, int], via: socket.socket | None) -> None:
         """One ESP packet from `addr`, read from `via` (None: raw IP protocol 50)."""
         try:
-            entry = self.inbound.get(peek_spi(data))
+            spi = peek_spi(data)
+            entry = self.inbound.get(spi)
             if entry is None:
                 self.stats.drops["unknown-spi"] += 1
+                if via is self.udp and len(self._unknown) < MAX_BATCH:
+                    self._unknown[addr] = spi
                 return
             _, inner = entry.esp.decrypt(data)
         except EspError as e:

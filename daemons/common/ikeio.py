@@ -87,6 +87,11 @@ class IkeDriver:
         self.endpoint.esp_peer_moved(sa_id, addr, self.now())
         self.flush()
 
+    def unknown_esp(self, spi: int, addr: tuple[str, int], local_port: int) -> None:
+        """ESP for an SPI the data path does not know: the core may send an INVALID-SPI hint (rate-limited)."""
+        self.endpoint.unknown_esp(spi, addr, local_port, self.now())
+        self.flush()
+
     def flush(self) -> None:
         # Event handlers may call back into the core (a logout deletes an SA), so go round until quiet.
         for _ in range(8):

@@ -84,7 +84,7 @@ class Concentrator:
         self.datapath = Datapath(self.tun.fd, udp, raw, on_ike=self.driver.feed, on_first_data=self._first_data,
                                  on_inbound=lambda sa_id: self.endpoint.note_inbound_traffic(sa_id, loop.time()),
                                  vnet_hdr=self.tun.vnet_hdr,
-                                 on_peer_moved=self.driver.esp_peer_moved)
+                                 on_peer_moved=self.driver.esp_peer_moved, on_unknown_spi=self.driver.unknown_esp)
         self.datapath.start(loop)
         self._open_ipsec_over_udp(loop)
         self._register_commands()

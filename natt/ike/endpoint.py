@@ -72,6 +72,7 @@ from natt.wire.constants import (
     NATT_PORT,
     NON_ESP_MARKER,
     ExchangeType,
+    NotifyType,
     notify_name,
 )
 from natt.wire.message import Header
@@ -85,6 +86,7 @@ MAX_REPLY_CACHE = 4  # a peer retransmits its latest request(s); two Quick Modes
 REPLY_CACHE_TTL = 180.0
 HALF_OPEN_RETRANSMITS = 2  # times a responder resends a phase 1 reply before the initiator has proven anything
 REAUTH_RETRY = 10.0  # a failed re-authentication is tried again after this, while the old SA lives
+HINTS_PER_SECOND = 50  # INVALID-COOKIE / INVALID-SPI notifies sent to unknown peers, in all
 
 
 class IkeEndpoint:
@@ -129,6 +131,9 @@ class IkeEndpoint:
         self._members: Counter[int] = Counter()  # session → its live IKE SAs (a re-authentication has two)
         self._established_in: Counter[int] = Counter()  # session → its IKE SAs past phase 1
         self._by_user: dict[str, set[int]] = {}  # XAUTH user → SA ids (users who passed)
+        self._hint_last: dict[tuple[str, int], float] = {}  # recovery hints: when each peer last got one
+        self._hint_window = 0.0
+        self._hints_in_window = 0
         self._next_ticket = 1
 
     # -- the I/O side's calls --------------------------------------------------------------
@@ -169,7 +174,7 @@ class IkeEndpoint:
         except DecodeError as e:
             self._refused(None, remote, e, fatal=False)
             return
-        sa = self._find_sa(header, remote, local_port)
+        sa = self._find_sa(header, remote, local_port, data)
         if sa is None:
             return
         self._receive_for(sa, header, data, remote, local_port)
@@ -524,13 +529,15 @@ class IkeEndpoint:
         self.register_cookies(sa)
         return sa
 
-    def _find_sa(self, header: Header, remote: tuple[str, int], local_port: int) -> IkeSA | None:
+    def _find_sa(self, header: Header, remote: tuple[str, int], local_port: int, data: bytes) -> IkeSA | None:
         sa = self._by_cookies.get((header.icookie, header.rcookie))
         if sa is not None:
             return sa
         if header.rcookie == ZERO_COOKIE:
             if header.exchange not in (ExchangeType.AGGRESSIVE, ExchangeType.IDENTITY_PROTECTION):
                 self.stats["INVALID-COOKIE"] += 1
+                if header.exchange == ExchangeType.INFORMATIONAL and not header.encrypted:
+                    self._orphan_informational(header, remote, data)
                 return None
             known = self._half_open.get((header.icookie, remote))
             if known is not None:
@@ -542,6 +549,11 @@ class IkeEndpoint:
         if pending is not None and pending.role is Role.INITIATOR:
             return pending
         self.stats["INVALID-COOKIE"] += 1
+        if self.policy is not None:
+            # Perhaps this concentrator restarted and forgot the client's SA: tell it (unprotected, rate-limited),
+            # so that it checks at once (DPD) instead of at its next DPD interval.
+            hint = info.invalid_cookie_notify(header)
+            self._hint(remote, local_port, hint)
         self.emit(ExchangeFailed(0, remote[0], "message for an unknown IKE SA (cookies)", None, False,
                                  Cause.UNKNOWN_SA))
         return None
@@ -671,6 +683,58 @@ class IkeEndpoint:
             old.initiator.reauth_by = None
             old.rekey_at = min((old.expires_at or self.now) - 1.0, self.now + REAUTH_RETRY)
             self._schedule(old)
+
+    def unknown_esp(self, spi: int, remote: tuple[str, int], local_port: int, now: float) -> None:
+        """ESP for an SPI the data path does not know (this concentrator restarted, or the SA is long gone): an
+        INVALID-SPI notify back, inside the peer's IKE SA if there is one, else unprotected; rate-limited, so
+        that a flood of junk ESP costs a few small datagrams a second at most (Cisco's invalid SPI recovery)."""
+        self.now = now
+        if self.policy is None:
+            return
+        sa = next((s for s in self.sas.values() if s.remote == remote and s.state is State.ESTABLISHED), None)
+        if sa is not None:
+            if self._allow_hint(remote):
+                info.send_notify(self, sa, info.invalid_spi(sa, spi))
+            return
+        self._hint(remote, local_port, info.orphan_invalid_spi(self.rng(8), spi))
+
+    def _hint(self, remote: tuple[str, int], local_port: int, data: bytes) -> None:
+        if not self._allow_hint(remote):
+            return
+        if local_port == self.natt_port:
+            data = NON_ESP_MARKER + data
+        self._out.append(Datagram(data, remote, local_port))
+        self.stats["recovery-hints-sent"] += 1
+
+    def _allow_hint(self, remote: tuple[str, int]) -> bool:
+        """At most one recovery hint a second to one peer, and HINTS_PER_SECOND in all."""
+        now = self.now
+        if now - self._hint_window >= 1.0:
+            self._hint_window, self._hints_in_window = now, 0
+            if len(self._hint_last) > 4096:
+                self._hint_last.clear()
+        if self._hints_in_window >= HINTS_PER_SECOND or now - self._hint_last.get(remote, -1e9) < 1.0:
+            self.stats["recovery-hints-suppressed"] += 1
+            return False
+        self._hints_in_window += 1
+        self._hint_last[remote] = now
+        return True
+
+    def _orphan_informational(self, header: Header, remote: tuple[str, int], data: bytes) -> None:
+        """An unprotected INVALID-SPI under no IKE SA of ours: if it names an SPI we send on to that address, the
+        gateway may have lost our SAs; check now (DPD: authenticated), never act on the notify itself."""
+        try:
+            msg, _ = IkeSA.open_plain(header, data)
+        except NattError:
+            return
+        for n in msg.notifies()[:4]:
+            if n.notify_type != NotifyType.INVALID_SPI or len(n.spi) != 4:
+                continue
+            spi = int.from_bytes(n.spi, "big")
+            for sa in self.sas.values():
+                if sa.remote[0] == remote[0] and any(c.outbound_spi == spi for c in sa.children.values()):
+                    info.dpd_now(self, sa, "INVALID-SPI")
+                    self._schedule(sa)
 
     def _not_allowed(self, sa: IkeSA, remote: tuple[str, int], header: Header, kind: Kind | None) -> None:
         """The table refused it: counted by kind, logged with the state and exchange, and nothing changes."""

@@ -220,6 +220,13 @@ class DpdEvent(IkeEvent):
 
 
 @dataclass(frozen=True)
+class NotifyHint(IkeEvent):
+    """An unprotected INVALID-COOKIE / INVALID-SPI from the peer named one of our SAs: we run DPD at once."""
+
+    what: str
+
+
+@dataclass(frozen=True)
 class KeepaliveReceived(IkeEvent):
     pass
 

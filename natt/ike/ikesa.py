@@ -311,6 +311,15 @@ class IkeSA:
         payloads, spans = decode_payloads(header.next_payload, plain, allow_padding=True)
         return Message(header, payloads, plain, spans), body[-self.cipher.block_size :]
 
+    @staticmethod
+    def open_plain(header: Header, data: bytes) -> tuple[Message, None]:
+        """Decode an unencrypted message that belongs to no SA (a notify about one we may have lost)."""
+        if header.encrypted:
+            raise InvalidFlags("encrypted message for no SA")
+        body = data[HEADER_LEN : header.length]
+        payloads, spans = decode_payloads(header.next_payload, body, allow_padding=False)
+        return Message(header, payloads, body, spans), None
+
     def confirm_iv(self, header: Header, next_iv: bytes | None) -> None:
         """A received message verified: its last ciphertext block is now the chain's IV."""
         if next_iv is not None:

@@ -11,7 +11,7 @@ from natt.crypto import keys as kdf
 from natt.errors import InvalidHashInformation, MissingPayload, NattError
 from natt.esp.udpencap import CISCO_UDP_KEEPALIVE
 from natt.ike.config import Timers
-from natt.ike.events import Cause, DpdEvent, KeepaliveSent, MessageRefused, NotifyReceived
+from natt.ike.events import Cause, DpdEvent, KeepaliveSent, MessageRefused, NotifyHint, NotifyReceived
 from natt.ike.ikesa import AFTER_PHASE1_STATES, ChildSA, Datagram, IkeSA, Role, State
 from natt.ike.rules import Kind
 from natt.wire.constants import (
@@ -22,7 +22,7 @@ from natt.wire.constants import (
     NotifyType,
     ProtocolId,
 )
-from natt.wire.message import Message, encode_payloads
+from natt.wire.message import Header, Message, encode_payloads
 from natt.wire.payloads import DataAttribute, Delete, Hash, Notify, Payload
 
 if TYPE_CHECKING:
@@ -118,6 +118,44 @@ def _send_dpd(ctx: IkeContext, sa: IkeSA) -> None:
     ctx.emit(DpdEvent(sa.id, sa.peer, "request-sent", sa.dpd_seq))
 
 
+def dpd_now(ctx: IkeContext, sa: IkeSA, why: str) -> None:
+    """A hint (an unprotected INVALID-SPI / INVALID-COOKIE from the peer's address) that the peer may have lost our
+    SA: check at once with an authenticated R-U-THERE, unless a check is already under way. Nothing else is done
+    on the hint's word; the DPD answer (or its absence) decides."""
+    if sa.established_at is None or sa.dpd_sent_at is not None or sa.state is State.DELETED:
+        return
+    ctx.stats["dpd-on-hint"] += 1
+    ctx.emit(NotifyHint(sa.id, sa.peer, why))
+    _send_dpd(ctx, sa)
+
+
+def invalid_cookie_notify(header: Header) -> bytes:
+    """INVALID-COOKIE about the cookies a message came with, unprotected (we share no keys with its sender)."""
+    return _plain_notify(header.icookie, header.rcookie,
+                         Notify(NotifyType.INVALID_COOKIE, ProtocolId.ISAKMP, header.icookie + header.rcookie))
+
+
+def invalid_spi(sa: IkeSA, spi: int) -> Notify:
+    return Notify(NotifyType.INVALID_SPI, ProtocolId.IPSEC_ESP, spi.to_bytes(4, "big"))
+
+
+def orphan_invalid_spi(icookie: bytes, spi: int) -> bytes:
+    """INVALID-SPI under no IKE SA (a fresh initiator cookie, no responder cookie), unprotected."""
+    notify = Notify(NotifyType.INVALID_SPI, ProtocolId.IPSEC_ESP, spi.to_bytes(4, "big"))
+    return _plain_notify(icookie, bytes(8), notify)
+
+
+def _plain_notify(icookie: bytes, rcookie: bytes, notify: Notify) -> bytes:
+    from natt.wire.buffer import Writer
+    from natt.wire.constants import HEADER_LEN
+    from natt.wire.message import Header as _Header
+
+    first, body = encode_payloads([notify])
+    w = Writer()
+    _Header(icookie, rcookie, first, ExchangeType.INFORMATIONAL, 0, 0, HEADER_LEN + len(body)).encode(w)
+    return w.getvalue() + body
+
+
 # -- receiving ------------------------------------------------------------------------------------
 
 
@@ -135,6 +173,11 @@ class Informational:
         if kind is Kind.INFO_PLAIN:
             for n in msg.notifies():
                 ctx.emit(NotifyReceived(sa.id, sa.peer, n.notify_type, n.protocol_id, n.spi, n.data))
+                if n.notify_type == NotifyType.INVALID_COOKIE and n.spi == _cookies(sa):
+                    dpd_now(ctx, sa, "INVALID-COOKIE")  # the gateway says it has no such SA: check now
+                elif n.notify_type == NotifyType.INVALID_SPI and len(n.spi) == 4 and \
+                        any(c.outbound_spi == int.from_bytes(n.spi, "big") for c in sa.children.values()):
+                    dpd_now(ctx, sa, "INVALID-SPI")
             return
         for n in msg.notifies():
             _notify(ctx, sa, n)

@@ -201,6 +201,8 @@ class Network:
             entry = node.table.inbound.get(peek_spi(data))
             if entry is None:
                 node.esp_errors.append("unknown_spi")
+                if via is not None:  # on 4500, as the daemon's data path: IKE may hint the peer (INVALID-SPI)
+                    node.endpoint.unknown_esp(peek_spi(data), src, via, self.now)
                 return
             _, inner = entry.esp.decrypt(data)
         except EspError as e:
