@@ -9,8 +9,18 @@ from typing import Any
 import click
 
 from natt_daemons.client import config as cfg
+from natt_daemons.common.cli import (
+    check_config,
+    daemon_group,
+    emit,
+    request,
+    run_daemon,
+    setup_logging,
+    socket_path,
+    stream,
+)
 from natt_daemons.common.cli import control_options as shared_control_options
-from natt_daemons.common.cli import emit, request, run_daemon, setup_logging, socket_path, stream
+from natt_daemons.common.config import ConfigError
 
 DEFAULT_SOCKET = "/run/natt/client-default.sock"
 
@@ -22,18 +32,45 @@ def _path(sock: str | None, config: str | None) -> str:
 control_options = shared_control_options(DEFAULT_SOCKET)
 
 
-@click.group()
+@daemon_group("natt-client", "the client")
 def main() -> None:
     """IKEv1 VPN client with XAUTH, NAT-Traversal and a TUN virtual adapter."""
 
 
+NO_PASSWORD = "no password: set password or password_file, or run with --password-stdin or --ask-password"
+
+
+def _summary(s: cfg.ClientSettings) -> str:
+    p = s.profile
+    user = f"user {p.username} ({'password set' if p.password else NO_PASSWORD})" if p.username else "no XAUTH user"
+    return (f"profile {s.name}, concentrator {p.peer}, group {p.group}, {user}, {p.mode} mode, "
+            f"transparent tunneling {'on' if p.nat_traversal else 'off'}; control socket {s.control_socket}")
+
+
+def _check(config: str) -> None:
+    check_config(lambda: cfg.load(config), _summary)
+
+
+def _preflight(config: str, password: str | None) -> None:
+    """What the daemon's own load lets pass: secrets others can read, and an XAUTH user with no password (a
+    misspelt key used to connect with an empty one)."""
+    s = cfg.load(config, password)
+    s.secrets.enforce()
+    if s.profile.username and not s.profile.password:
+        raise ConfigError(f"{s.path} [client]: user {s.profile.username!r} has {NO_PASSWORD}")
+
+
 @main.command()
-@click.option("--config", "config", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--config", "config", required=True, type=click.Path(dir_okay=False))
 @click.option("--password-stdin", is_flag=True, help="read the XAUTH password from standard input")
 @click.option("--ask-password", is_flag=True, help="prompt for the XAUTH password")
+@click.option("--check", is_flag=True, help="validate the profile and exit (0: fine, 2: not); nothing is bound")
 @click.option("-v", "--verbose", is_flag=True)
-def run(config: str, password_stdin: bool, ask_password: bool, verbose: bool) -> None:
+def run(config: str, password_stdin: bool, ask_password: bool, check: bool, verbose: bool) -> None:
     """Run the client in the foreground; it connects at once unless the profile says autoconnect = false."""
+    if check:
+        _check(config)
+        return
     from natt_daemons.client.daemon import serve
 
     password = None
@@ -42,7 +79,14 @@ def run(config: str, password_stdin: bool, ask_password: bool, verbose: bool) ->
     elif ask_password:
         password = getpass.getpass("XAUTH password: ")
     setup_logging(verbose)
-    run_daemon(lambda: serve(config, password))
+    run_daemon(lambda: serve(config, password), preflight=lambda: _preflight(config, password))
+
+
+@main.command("check")
+@click.option("--config", "config", required=True, type=click.Path(dir_okay=False))
+def check_cmd(config: str) -> None:
+    """Validate the profile without starting: unknown keys, values, the peer's address, secrets' file modes."""
+    _check(config)
 
 
 @main.command()

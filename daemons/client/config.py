@@ -2,15 +2,49 @@
 
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from natt.errors import UnsupportedAlgorithm
 from natt.ike import suites
 from natt.ike.config import ClientProfile, Timers
 from natt.ike.natd import NATT_VERSIONS
-from natt_daemons.common.config import ConfigError, load_toml, optional, read_secret, require
+from natt_daemons.common.config import (
+    ALLOW_INSECURE_SECRETS,
+    ConfigError,
+    SecretAudit,
+    interface_name,
+    number,
+    optional,
+    read_document,
+    read_secret,
+    require,
+    secret_audit,
+    socket_path,
+    strict_table,
+    subtable,
+    unicast_address,
+)
+
+# The keys each table may hold: the one list a reader (and the unknown-key check) goes by.
+TOP_KEYS = frozenset({"client", ALLOW_INSECURE_SECRETS})
+CLIENT_KEYS = frozenset({
+    "name", "concentrator", "group", "psk", "psk_file", "username", "password", "password_file", "mode",
+    "transparent_tunneling", "force_natt", "ipsec_over_udp", "natt_versions", "phase1", "phase2", "phase1_lifetime",
+    "phase2_lifetime", "rekey_margin", "keepalive_interval", "dpd_interval", "heartbeat_interval", "app_version",
+    "ike_port", "tun", "tun_offload", "control_socket", "fail_closed", "reconnect", "autoconnect", "log_capacity",
+    "log_secrets",
+})
+# Names from the concentrator's file, or from other clients, that mean something else here.
+_HINTS = {
+    "nat_traversal": "the client offers NAT-T with 'transparent_tunneling'",
+    "peer": "the concentrator's address goes in 'concentrator'",
+    "address": "the concentrator's address goes in 'concentrator'",
+    "gateway": "the concentrator's address goes in 'concentrator'",
+}
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 
 
 @dataclass
@@ -29,16 +63,18 @@ class ClientSettings:
     # While the tunnel is down or being re-made, its routes stay on the TUN and traffic for it is dropped there (never
     # sent in the clear). False: the routes go while it is down (split-tunnel users who prefer connectivity).
     fail_closed: bool = True
+    # Files holding the psk or password that others can read: `secrets.enforce()` refuses them.
+    secrets: SecretAudit = field(default_factory=SecretAudit, repr=False)
 
 
 def _port(value: int, where: str) -> int:
-    if not 0 <= value <= 65535:
+    if isinstance(value, bool) or not 0 <= value <= 65535:
         raise ConfigError(f"{where}: ike_port {value} is not a UDP port (0 = any free port)")
     return value
 
 
-def _natt_versions(names: list[str], where: str) -> tuple[bytes, ...]:
-    unknown = [n for n in names if n not in NATT_VERSIONS]
+def _natt_versions(names: list[Any], where: str) -> tuple[bytes, ...]:
+    unknown = [n for n in names if not isinstance(n, str) or n not in NATT_VERSIONS]
     if unknown or not names:
         raise ConfigError(f"{where}: natt_versions {names!r}: choose from {', '.join(NATT_VERSIONS)}")
     return tuple(NATT_VERSIONS[n] for n in names)
@@ -71,19 +107,27 @@ def _rekey_margin(value: object, where: str) -> float:
     return float(value)
 
 
+def _strings(c: dict[str, Any], key: str, default: list[str], where: str) -> list[str]:
+    value = optional(c, key, list, default, where)
+    if not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: '{key}' must be a list of strings, not {value!r}")
+    return value
+
+
 def load(path: str | Path, password: str | None = None) -> ClientSettings:
-    path = Path(path)
-    doc = load_toml(path)
-    c = require(doc, "client", dict, str(path))
+    """The profile at `path`; `password` (typed, or read from stdin) replaces the file's."""
+    doc = read_document(path)
+    path = doc.path
+    strict_table(doc, (), doc.data, TOP_KEYS, hints=_HINTS)
+    audit = secret_audit(doc)
+    c = strict_table(doc, ("client",), subtable(doc, doc.data, ("client",), required=True), CLIENT_KEYS,
+                     hints=_HINTS)
     where = f"{path} [client]"
-    peer = require(c, "concentrator", str, where)
-    try:
-        ipaddress.IPv4Address(peer)
-    except ValueError as e:
-        raise ConfigError(f"{where}: concentrator {peer!r} is not an IPv4 address") from e
-    psk = read_secret(c, "psk", path, where, required=True)
+    peer = str(unicast_address(require(c, "concentrator", str, where), where, "concentrator"))
+    psk = read_secret(c, "psk", path, where, required=True, audit=audit)
+    from_file = read_secret(c, "password", path, where, required=False, audit=audit)
     if password is None:
-        password = read_secret(c, "password", path, where, required=False)
+        password = from_file
     mode = optional(c, "mode", str, "aggressive", where)
     if mode not in ("aggressive", "main"):
         raise ConfigError(f"{where}: mode must be 'aggressive' or 'main'")
@@ -91,18 +135,22 @@ def load(path: str | Path, password: str | None = None) -> ClientSettings:
     p2_life = _lifetime(optional(c, "phase2_lifetime", int, 28800, where), "phase2_lifetime", where)
     try:
         p1 = tuple(suites.phase1(s, p1_life)
-                   for s in optional(c, "phase1", list, ["aes256-sha256-modp2048"], where))
+                   for s in _strings(c, "phase1", ["aes256-sha256-modp2048"], where))
         p2 = tuple(suites.phase2(s, p2_life)
-                   for s in optional(c, "phase2", list, ["aes128gcm16", "aes256-sha256", "aes256-sha1"], where))
+                   for s in _strings(c, "phase2", ["aes128gcm16", "aes256-sha256", "aes256-sha1"], where))
     except UnsupportedAlgorithm as e:
         raise ConfigError(f"{where}: {e}") from e
+    real = (int, float)
     timers = Timers(
-        keepalive_interval=float(optional(c, "keepalive_interval", (int, float), 20, where)),
-        dpd_interval=float(optional(c, "dpd_interval", (int, float), 30, where)),
-        heartbeat_interval=float(optional(c, "heartbeat_interval", (int, float), 0, where)),
+        keepalive_interval=float(number(c, "keepalive_interval", real, 20, 1, 3600, where, zero_means="off")),
+        dpd_interval=float(number(c, "dpd_interval", real, 30, 1, 86400, where, zero_means="off")),
+        heartbeat_interval=float(number(c, "heartbeat_interval", real, 0, 1, 3600, where, zero_means="off")),
         rekey_margin=_rekey_margin(c.get("rekey_margin", Timers.rekey_margin), where),
     )
     name = optional(c, "name", str, path.stem, where)
+    if not _NAME_RE.match(name):
+        raise ConfigError(f"{where}: name {name!r}: letters, digits, '_', '.', '@' or '-', at most 64, starting "
+                          "with a letter or digit (it names the control socket and the unit)")
     profile = ClientProfile(
         peer=peer,
         group=require(c, "group", str, where),
@@ -123,13 +171,14 @@ def load(path: str | Path, password: str | None = None) -> ClientSettings:
         path=path,
         name=name,
         profile=profile,
-        tun=optional(c, "tun", str, "natt-vpn0", where),
+        tun=interface_name(optional(c, "tun", str, "natt-vpn0", where), where, "tun"),
         tun_offload=optional(c, "tun_offload", bool, True, where),
         fail_closed=optional(c, "fail_closed", bool, True, where),
-        control_socket=optional(c, "control_socket", str, f"/run/natt/client-{name}.sock", where),
+        control_socket=socket_path(optional(c, "control_socket", str, f"/run/natt/client-{name}.sock", where), where),
         autoconnect=optional(c, "autoconnect", bool, True, where),
         reconnect=optional(c, "reconnect", bool, True, where),
         ike_port=_port(optional(c, "ike_port", int, 500, where), where),
-        log_capacity=optional(c, "log_capacity", int, 5000, where),
+        log_capacity=number(c, "log_capacity", int, 5000, 1, 10_000_000, where),
         log_secrets=optional(c, "log_secrets", bool, False, where),
+        secrets=audit,
     )

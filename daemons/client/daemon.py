@@ -172,6 +172,7 @@ class Client:
     def reload(self) -> None:
         try:
             new = load(self.settings.path, self.settings.profile.password)
+            new.secrets.enforce(log)
         except Exception as e:
             log.error("reload failed, keeping the old profile: %s", e)
             return

@@ -28,6 +28,14 @@ class ControlError(Exception):
     """A control command failed; the message goes back to the CLI as is."""
 
 
+class Unreachable(ControlError):
+    """The CLI could not talk to the daemon at all: no socket, no permission, a path a socket cannot have."""
+
+
+# struct sockaddr_un's sun_path is 108 bytes, and the path needs its terminating NUL.
+MAX_SOCKET_PATH = 107
+
+
 class ControlServer:
     def __init__(self, path: str) -> None:
         self.path = Path(path)
@@ -93,35 +101,74 @@ def _line(obj: object) -> bytes:
     return (json.dumps(obj, default=str) + "\n").encode()
 
 
-def call(path: str, cmd: str, args: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
-    """Blocking client for the CLI: one request, one reply."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+def _why(e: OSError) -> str:
+    if isinstance(e, PermissionError):
+        return "permission denied (run as root, or as the user the daemon runs as)"
+    if isinstance(e, FileNotFoundError):
+        return "no control socket there (is it running? --socket or --config names another)"
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused (not running: the socket is left from an earlier run)"
+    if isinstance(e, NotADirectoryError):
+        return "a part of the path is not a directory"
+    if isinstance(e, TimeoutError):
+        return "it does not accept the connection"
+    return (e.strerror or str(e)).lower()
+
+
+def _connect(path: str, timeout: float | None, daemon: str) -> socket.socket:
+    """A connected socket to the daemon, or Unreachable with one line that says why."""
+    where = f"cannot reach {daemon} at {path}"
+    if not path or "\0" in path:
+        raise Unreachable(f"{where}: not a socket path")
+    size = len(os.fsencode(path))
+    if size > MAX_SOCKET_PATH:
+        raise Unreachable(f"{where}: the path is {size} bytes long, a Unix socket path holds at most "
+                          f"{MAX_SOCKET_PATH}")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
         s.settimeout(timeout)
-        try:
-            s.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError) as e:
-            raise ControlError(f"daemon not running (no control socket at {path})") from e
-        s.sendall(_line({"cmd": cmd, "args": args or {}}))
-        f = s.makefile("rb")
-        line = f.readline()
-    if not line:
-        raise ControlError("daemon closed the connection without a reply")
-    reply = json.loads(line)
+        s.connect(path)
+    except (OSError, ValueError) as e:
+        s.close()
+        raise Unreachable(f"{where}: {_why(e) if isinstance(e, OSError) else e}") from e
+    return s
+
+
+def _reply(line: bytes, daemon: str) -> Any:
+    try:
+        reply = json.loads(line)
+    except ValueError as e:
+        raise ControlError(f"{daemon} sent a reply that is not JSON: {line[:80]!r}") from e
+    if not isinstance(reply, dict):
+        raise ControlError(f"{daemon} sent a reply that is not an object: {line[:80]!r}")
     if not reply.get("ok"):
-        raise ControlError(reply.get("error", "failed"))
+        raise ControlError(str(reply.get("error", "failed")))
     return reply.get("result")
 
 
-def follow(path: str, cmd: str, args: dict[str, Any] | None = None) -> Any:
-    """Blocking client for streams: yields each item until the daemon or the user stops."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+def call(path: str, cmd: str, args: dict[str, Any] | None = None, timeout: float = 10.0, *,
+         daemon: str = "the daemon") -> Any:
+    """Blocking client for the CLI: one request, one reply. Every failure is a ControlError with one line."""
+    with _connect(path, timeout, daemon) as s:
         try:
-            s.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError) as e:
-            raise ControlError(f"daemon not running (no control socket at {path})") from e
-        s.sendall(_line({"cmd": cmd, "args": args or {}}))
-        for line in s.makefile("rb"):
-            reply = json.loads(line)
-            if not reply.get("ok"):
-                raise ControlError(reply.get("error", "failed"))
-            yield reply.get("result")
+            s.sendall(_line({"cmd": cmd, "args": args or {}}))
+            line = s.makefile("rb").readline()
+        except TimeoutError as e:
+            raise ControlError(f"{daemon} at {path} did not answer within {timeout:g} s") from e
+        except OSError as e:
+            raise ControlError(f"{daemon} at {path} dropped the connection: {_why(e)}") from e
+    if not line:
+        raise ControlError(f"{daemon} closed the connection without a reply")
+    return _reply(line, daemon)
+
+
+def follow(path: str, cmd: str, args: dict[str, Any] | None = None, *, daemon: str = "the daemon") -> Any:
+    """Blocking client for streams: yields each item until the daemon or the user stops."""
+    with _connect(path, 10.0, daemon) as s:
+        try:
+            s.sendall(_line({"cmd": cmd, "args": args or {}}))
+            s.settimeout(None)  # a quiet log is not a dead daemon
+            for line in s.makefile("rb"):
+                yield _reply(line, daemon)
+        except OSError as e:
+            raise ControlError(f"{daemon} at {path} dropped the connection: {_why(e)}") from e

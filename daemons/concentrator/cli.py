@@ -8,8 +8,17 @@ from typing import Any
 
 import click
 
+from natt_daemons.common.cli import (
+    check_config,
+    daemon_group,
+    emit,
+    request,
+    run_daemon,
+    setup_logging,
+    socket_path,
+    stream,
+)
 from natt_daemons.common.cli import control_options as shared_control_options
-from natt_daemons.common.cli import emit, request, run_daemon, setup_logging, socket_path, stream
 from natt_daemons.common.passwords import hash_password
 from natt_daemons.concentrator import config as cfg
 
@@ -20,20 +29,41 @@ def _path(sock: str | None, config: str | None) -> str:
     return socket_path(sock, config, cfg.load, cfg.DEFAULT_SOCKET)
 
 
-@click.group()
+@daemon_group("natt-concentrator", "the concentrator")
 def main() -> None:
     """IKEv1 concentrator with NAT-Traversal and userspace ESP."""
 
 
+def _summary(s: cfg.ConcentratorSettings) -> str:
+    groups = ", ".join(f"{name} (pool {g.pool})" for name, g in s.policy.groups.items())
+    return (f"address {s.address}, NAT-T {'on' if s.policy.nat_traversal else 'off'}, "
+            f"{len(s.policy.groups)} group(s): {groups}; {len(s.users)} user(s); control socket {s.control_socket}")
+
+
+def _check(config: str) -> None:
+    check_config(lambda: cfg.load(config), _summary)
+
+
 @main.command()
-@click.option("--config", "config", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--config", "config", required=True, type=click.Path(dir_okay=False))
+@click.option("--check", is_flag=True, help="validate the config and exit (0: fine, 2: not); nothing is bound")
 @click.option("-v", "--verbose", is_flag=True)
-def run(config: str, verbose: bool) -> None:
+def run(config: str, check: bool, verbose: bool) -> None:
     """Run the concentrator in the foreground (SIGHUP reloads, SIGTERM stops and tells peers)."""
+    if check:
+        _check(config)
+        return
     from natt_daemons.concentrator.daemon import serve
 
     setup_logging(verbose)
-    run_daemon(lambda: serve(config))
+    run_daemon(lambda: serve(config), preflight=lambda: cfg.load(config).secrets.enforce())
+
+
+@main.command("check")
+@click.option("--config", "config", required=True, type=click.Path(dir_okay=False))
+def check_cmd(config: str) -> None:
+    """Validate the config without starting: unknown keys, values, addresses, secrets' file modes."""
+    _check(config)
 
 
 @main.command()

@@ -141,6 +141,7 @@ class Concentrator:
         """SIGHUP: new policy (groups, users, NAT transparency) for new sessions; live ones stay."""
         try:
             new = load(self.settings.path)
+            new.secrets.enforce(log)  # a file made readable by others since the start is refused on reload too
         except Exception as e:
             log.error("reload failed, keeping the old configuration: %s", e)
             return

@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
+from natt_daemons.common.cli import check_config, daemon_group, emit, request, run_daemon, setup_logging, socket_path
 from natt_daemons.common.cli import control_options as shared_control_options
-from natt_daemons.common.cli import emit, request, run_daemon, setup_logging, socket_path
 from natt_daemons.pat import config as cfg
 
 control_options = shared_control_options(cfg.DEFAULT_SOCKET)
@@ -17,20 +17,43 @@ def _path(sock: str | None, config: str | None) -> str:
     return socket_path(sock, config, cfg.load, cfg.DEFAULT_SOCKET)
 
 
-@click.group()
+@daemon_group("natt-pat", "the PAT gateway")
 def main() -> None:
     """PAT gateway: the inside network behind one outside address (nftables masquerade over netlink)."""
 
 
+def _summary(s: cfg.PatSettings) -> str:
+    ports = "-".join(map(str, s.port_range)) if s.port_range else "the kernel's choice"
+    return (f"inside {s.inside.name} {s.inside.cidr} (translates {s.inside_network}), outside {s.outside.name} "
+            f"{s.outside.cidr}, gateway {s.gateway or '-'}, ports {ports}, "
+            f"ESP passthrough {'on' if s.esp_passthrough else 'off'}, table ip {s.table}; "
+            f"control socket {s.control_socket}")
+
+
+def _check(config: str) -> None:
+    check_config(lambda: cfg.load(config), _summary)
+
+
 @main.command()
-@click.option("--config", "config", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--config", "config", required=True, type=click.Path(dir_okay=False))
+@click.option("--check", is_flag=True, help="validate the config and exit (0: fine, 2: not); nothing is touched")
 @click.option("-v", "--verbose", is_flag=True)
-def run(config: str, verbose: bool) -> None:
+def run(config: str, check: bool, verbose: bool) -> None:
     """Run the gateway in the foreground (SIGHUP reloads, SIGTERM removes the table and stops)."""
+    if check:
+        _check(config)
+        return
     from natt_daemons.pat.daemon import serve
 
     setup_logging(verbose)
-    run_daemon(lambda: serve(config))
+    run_daemon(lambda: serve(config), preflight=lambda: cfg.load(config).secrets.enforce())
+
+
+@main.command("check")
+@click.option("--config", "config", required=True, type=click.Path(dir_okay=False))
+def check_cmd(config: str) -> None:
+    """Validate the config without starting: unknown keys, values, addresses and ranges."""
+    _check(config)
 
 
 # -- text renderers (the seed's PIX output where there is one) -------------------------------------

@@ -21,17 +21,37 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from natt_daemons.common.config import ConfigError, load_toml, optional, require
+from natt_daemons.common.config import (
+    ALLOW_INSECURE_SECRETS,
+    ConfigError,
+    Document,
+    SecretAudit,
+    interface_name,
+    optional,
+    read_document,
+    require,
+    secret_audit,
+    socket_path,
+    strict_table,
+    subtable,
+    unicast_address,
+)
 
 DEFAULT_SOCKET = "/run/natt/pat.sock"
 DEFAULT_TABLE = "natt_pat"
 DEFAULT_POLL = 3.0
 _TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
-_IFNAME_RE = re.compile(r"^[^\s/:]{1,15}$")
+# The keys each table may hold: the one list a reader (and the unknown-key check) goes by. The PAT holds no
+# secret; allow_insecure_secrets is accepted so that one line can go at the top of every natt file.
+TOP_KEYS = frozenset({"pat", "inside", "outside", ALLOW_INSECURE_SECRETS})
+PAT_KEYS = frozenset({"table", "control_socket", "esp_passthrough", "port_range", "gateway", "poll_interval"})
+INTERFACE_KEYS = frozenset({"interface", "address", "network"})
+_IN_INTERFACE = {k: f"'{k}' belongs in [inside] or [outside]" for k in INTERFACE_KEYS}
+_IN_PAT = {k: f"'{k}' belongs in [pat]" for k in PAT_KEYS}
 
 
 @dataclass(frozen=True)
@@ -57,6 +77,7 @@ class PatSettings:
     port_range: tuple[int, int] | None
     control_socket: str
     poll_interval: float
+    secrets: SecretAudit = field(default_factory=SecretAudit, repr=False)  # nothing to hold; here for uniformity
 
     @property
     def inside_network(self) -> str:
@@ -67,13 +88,10 @@ class PatSettings:
         return self.outside.address
 
 
-def _interface(doc: dict[str, Any], key: str, path: Path) -> Interface:
-    t = require(doc, key, dict, str(path))
-    where = f"{path} [{key}]"
-    name = require(t, "interface", str, where)
-    if not _IFNAME_RE.match(name):
-        raise ConfigError(f"{where}: interface {name!r} is not a Linux interface name (1-15 characters, no '/', ':'"
-                          " or spaces)")
+def _interface(doc: Document, key: str) -> Interface:
+    t = strict_table(doc, (key,), subtable(doc, doc.data, (key,), required=True), INTERFACE_KEYS, hints=_IN_PAT)
+    where = f"{doc.path} [{key}]"
+    name = interface_name(require(t, "interface", str, where), where, "interface")
     text = require(t, "address", str, where)
     try:
         iface = ipaddress.IPv4Interface(text)
@@ -81,17 +99,19 @@ def _interface(doc: dict[str, Any], key: str, path: Path) -> Interface:
         raise ConfigError(f"{where}: address {text!r} is not an IPv4 address with prefix, e.g. '10.10.10.1/24'") from e
     if "/" not in text:
         raise ConfigError(f"{where}: address {text!r} needs a prefix length, e.g. '{text}/24'")
-    network = str(iface.network)
+    unicast_address(str(iface.ip), where, "address")
+    net = iface.network
+    if net.prefixlen <= 30 and iface.ip in (net.network_address, net.broadcast_address):
+        what = "network" if iface.ip == net.network_address else "broadcast"
+        raise ConfigError(f"{where}: address {text} is the {what} address of {net}, not a host's")
+    network = str(net)
     if "network" in t:
         net_text = require(t, "network", str, where)
         try:
             network = str(ipaddress.IPv4Network(net_text, strict=False))
         except ValueError as e:
             raise ConfigError(f"{where}: network {net_text!r} is not an IPv4 network") from e
-    unknown = set(t) - {"interface", "address", "network"}
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-    return Interface(name=name, address=str(iface.ip), prefixlen=iface.network.prefixlen, network=network)
+    return Interface(name=name, address=str(iface.ip), prefixlen=net.prefixlen, network=network)
 
 
 def _port_range(p: dict[str, Any], where: str) -> tuple[int, int] | None:
@@ -107,35 +127,37 @@ def _port_range(p: dict[str, Any], where: str) -> tuple[int, int] | None:
 
 
 def load(path: str | Path) -> PatSettings:
-    path = Path(path)
-    doc = load_toml(path)
-    p = require(doc, "pat", dict, str(path))
+    doc = read_document(path)
+    path = doc.path
+    strict_table(doc, (), doc.data, TOP_KEYS, hints=_IN_PAT | _IN_INTERFACE)
+    audit = secret_audit(doc)
+    p = strict_table(doc, ("pat",), subtable(doc, doc.data, ("pat",), required=True), PAT_KEYS, hints=_IN_INTERFACE)
     where = f"{path} [pat]"
     table = optional(p, "table", str, DEFAULT_TABLE, where)
     if not _TABLE_RE.match(table):
         raise ConfigError(f"{where}: table {table!r}: letters, digits, '_' or '-', at most 64, "
                           "not starting with a digit or '-'")
-    inside = _interface(doc, "inside", path)
-    outside = _interface(doc, "outside", path)
+    inside = _interface(doc, "inside")
+    outside = _interface(doc, "outside")
     if inside.name == outside.name:
         raise ConfigError(f"{path}: [inside] and [outside] use the same interface {inside.name!r}")
-    if ipaddress.IPv4Network(inside.network).overlaps(ipaddress.IPv4Network(outside.network)):
+    inside_net, outside_net = ipaddress.IPv4Network(inside.network), ipaddress.IPv4Network(outside.network)
+    if inside_net.overlaps(outside_net):
         raise ConfigError(f"{path}: inside network {inside.network} overlaps outside network {outside.network}")
+    if ipaddress.IPv4Address(outside.address) in inside_net:
+        raise ConfigError(f"{path}: the outside address {outside.address} is inside the translated network "
+                          f"{inside.network}")
     gateway = optional(p, "gateway", str, None, where)
     if gateway is not None:
-        try:
-            gw = ipaddress.IPv4Address(gateway)
-        except ValueError as e:
-            raise ConfigError(f"{where}: gateway {gateway!r} is not an IPv4 address") from e
-        if gw not in ipaddress.IPv4Network(outside.network):
+        gw = unicast_address(gateway, where, "gateway")
+        if gw not in outside_net:
             raise ConfigError(f"{where}: gateway {gateway} is not on the outside network {outside.network}")
+        if str(gw) == outside.address:
+            raise ConfigError(f"{where}: gateway {gateway} is the outside address itself")
         gateway = str(gw)
     poll = optional(p, "poll_interval", (int, float), DEFAULT_POLL, where)
     if isinstance(poll, bool) or not 0.2 <= poll <= 3600:
         raise ConfigError(f"{where}: 'poll_interval' must be between 0.2 and 3600 seconds")
-    unknown = set(p) - {"table", "control_socket", "esp_passthrough", "port_range", "gateway", "poll_interval"}
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     return PatSettings(
         path=path,
         table=table,
@@ -144,6 +166,7 @@ def load(path: str | Path) -> PatSettings:
         gateway=gateway,
         esp_passthrough=optional(p, "esp_passthrough", bool, False, where),
         port_range=_port_range(p, where),
-        control_socket=optional(p, "control_socket", str, DEFAULT_SOCKET, where),
+        control_socket=socket_path(optional(p, "control_socket", str, DEFAULT_SOCKET, where), where),
         poll_interval=float(poll),
+        secrets=audit,
     )

@@ -91,6 +91,7 @@ def test_no_nat_sends_plain_esp(no_nat: Scenario, tmp_path: Path) -> None:
                                                           f'"{sc.socket("pubclient")}"')
     cfg = sc.run_dir / "pubclient.toml"
     cfg.write_text(text)
+    cfg.chmod(0o600)  # it holds the group key and a password: the client refuses a file others may read
     pcap = tmp_path / "public.pcap"
     with capture(sc.lab, CONC, "public", pcap):
         client = procs.start(sc.lab, PUBCLIENT, [scenario._bin("natt-client"), "run", "--config", str(cfg)],

@@ -131,6 +131,7 @@ def test_wrong_password_is_refused_and_the_other_client_is_undisturbed(sc: Scena
     sc.procs["client2"].stop(8.0)
     bad = sc.run_dir / "client2-bad.toml"
     bad.write_text(text.replace(sc.socket("client2"), sc.socket("client2bad")))
+    bad.chmod(0o600)  # it holds secrets: the client refuses a file others may read
     p = procs.start(sc.lab, CLIENT2, [scenario._bin("natt-client"), "run", "--config", str(bad)],
                     sc.run_dir / "client2-bad.log", name="client2bad")
     try:
