@@ -4,6 +4,9 @@ PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# Two workers, a test file each at a time (module-scoped labs stay in one worker): the lab and interop tests spend
+# most of their time waiting on timers (lifetimes, pings), so two run side by side in each other's idle time.
+PYTEST_WORKERS ?= -n 2 --dist loadfile
 APT_PACKAGES := tshark iproute2 nftables conntrack systemd iputils-ping iperf3 vpnc vpnc-scripts strongswan-charon strongswan-swanctl libcharon-extra-plugins libcharon-extauth-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins
 LAB_PREFIX ?= natt-
 
@@ -33,7 +36,7 @@ deps: apt-deps venv
 
 test: deps
 	$(VPY) -m ruff check natt daemons tests
-	$(VPY) -m pytest $(PYTEST_ARGS)
+	$(VPY) -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 unit: venv
 	$(VPY) -m pytest -m unit $(PYTEST_ARGS)

@@ -151,13 +151,13 @@ class Scenario:
             p.stop(8.0)
 
 
-def bring_up(prefix: str, templates: Path, out=print) -> Scenario:
+def bring_up(prefix: str, templates: Path, out=print, config: ScenarioConfig | None = None) -> Scenario:
     """Everything `make lab` does: network, daemons, both clients connected, traffic checked."""
     lab = Lab(prefix)
     if lab.exists():
         lab.down()
     lab.up()
-    sc = Scenario(lab, templates)
+    sc = Scenario(lab, templates, config or ScenarioConfig())
     t0 = time.monotonic()
     sc.start_infrastructure()
     out(f"PAT gateway and concentrator running ({time.monotonic() - t0:.1f} s)")
@@ -175,12 +175,12 @@ def bring_up(prefix: str, templates: Path, out=print) -> Scenario:
 
 
 @contextlib.contextmanager
-def seed_lab(tag: str, templates: Path = CONFIGS_DIR) -> Iterator[Scenario]:
+def seed_lab(tag: str, templates: Path = CONFIGS_DIR, config: ScenarioConfig | None = None) -> Iterator[Scenario]:
     """bring_up under a fresh prefix (`<tag><6 hex>-`), quietly; stopped and removed on exit, whatever happened."""
     prefix = f"{tag}{secrets.token_hex(3)}-"
     sc = None
     try:
-        sc = bring_up(prefix, templates, out=lambda *_: None)
+        sc = bring_up(prefix, templates, out=lambda *_: None, config=config)
         yield sc
     finally:
         if sc is not None:

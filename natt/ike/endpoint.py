@@ -649,6 +649,9 @@ class IkeEndpoint:
         try:
             task.process(self, sa, msg, kind, data)
         except NattError as e:
+            if kind is Kind.QM_1 and header.message_id not in sa.quick_modes:
+                # The refused exchange leaves no chain: a retransmission of it decrypts (and is refused) again.
+                sa.ivs.pop(header.message_id, None)
             fatal = sa.state is not State.ESTABLISHED or isinstance(e, AuthenticationFailed)
             self._refused(sa, remote, e, fatal=fatal)
             if not fatal and sa.state is State.ESTABLISHED:

@@ -134,7 +134,7 @@ def sa_events(entries: list[dict], user: str) -> list[SaEvent]:
         f = e.get("fields") or {}
         if tag in e["text"] and e["name"] in ("SECURITY_NEGOTIATION_COMPLETE", "PHASE2_REKEYED"):
             spis.add(int(f["inbound_spi"]))
-            if e["name"] == "PHASE2_REKEYED":
+            if e["name"] == "PHASE2_REKEYED" and f.get("who") == "started here":
                 rekeyed_here.add(int(f["inbound_spi"]))
     out: list[SaEvent] = []
     pending_here = False
@@ -143,8 +143,10 @@ def sa_events(entries: list[dict], user: str) -> list[SaEvent]:
         name, f, text = e["name"], e.get("fields") or {}, e["text"]
         mine = tag in text
         if name == "PHASE2_REKEYED" and mine:
+            # The line says who started it: "started here" (the concentrator) or "started by the peer".
             pending_here = True
-            out.append(SaEvent(e["time"], "rekey-here", text))
+            here = f.get("who", "started here") == "started here"
+            out.append(SaEvent(e["time"], "rekey-here" if here else "rekey-peer", text))
         elif name == "SECURITY_NEGOTIATION_COMPLETE" and mine:
             if pending_here:  # the PHASE2_REKEYED just before it said so already
                 pending_here = False

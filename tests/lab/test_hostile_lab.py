@@ -33,7 +33,7 @@ import pytest
 
 from natt_daemons.common.control import ControlError
 from natt_daemons.lab import scenario
-from natt_daemons.lab.scenario import LAB_USERS, Scenario
+from natt_daemons.lab.scenario import LAB_USERS, Scenario, ScenarioConfig
 from natt_daemons.lab.topology import ADDR, CLIENT1, CLIENT2, PUBCLIENT
 
 pytestmark = [
@@ -175,7 +175,9 @@ def _report(camp: Campaign) -> str:
 
 @pytest.fixture(scope="module")
 def sc() -> Iterator[Scenario]:
-    with scenario.seed_lab("hl", CONFIGS) as s:
+    # The attacker logs in with vpnclient1's password while client1 is logged in as vpnclient1: the group lets
+    # one user have several sessions here, so that XAUTH lets it through to what is tested (what comes after).
+    with scenario.seed_lab("hl", CONFIGS, ScenarioConfig(concentrator_extra={"max_logins": "0"})) as s:
         yield s
 
 

@@ -398,3 +398,21 @@ def test_retransmitted_refused_quick_mode_gets_the_same_refusal(net: Network) ->
     assert stats["INVALID-ID-INFORMATION"] == 1 and stats["PAYLOAD-MALFORMED"] == 0
     answers = [e for e in net.concentrator.of(MessageSent) if e.sa_id == conc_sa.id and e.retransmit]
     assert len(answers) == 2, "the two copies got the cached refusal"
+
+
+def test_refused_quick_modes_retransmitted_past_the_reply_cache_are_refused_again(net: Network) -> None:
+    """More refused Quick Modes than the reply cache holds, each sent again later: every copy is read and refused
+    as what it is, none miscounted as malformed (its refused exchange left no IV chain behind)."""
+    victim_address = net.clients["victim"].of(ModeConfigDone)[-1].address
+    attacker, holder, sa = _start_attacker(net)
+    holder.rule = lambda s, h: h.exchange == ExchangeType.QUICK_MODE
+    for _ in range(6):
+        hostile.quick_mode(attacker.endpoint, sa, "0.0.0.0/0", claim=victim_address)
+        net.pump()
+    qms = holder.release()
+    for qm in qms + qms:
+        net.send(Packet(UDP, (ATTACKER, qm.local_port), qm.remote, qm.data))
+    net.pump()
+    stats = net.concentrator.endpoint.stats
+    assert stats["PAYLOAD-MALFORMED"] == 0
+    assert stats["INVALID-ID-INFORMATION"] >= 6
