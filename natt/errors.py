@@ -130,12 +130,6 @@ class AuthenticationFailed(ProtocolError):
     notify = NotifyType.AUTHENTICATION_FAILED
 
 
-class UnknownGroup(AuthenticationFailed):
-    """Aggressive Mode named a group we do not have: refused without a word on the wire."""
-
-    silent = True
-
-
 class InvalidHashInformation(ProtocolError):
     notify = NotifyType.INVALID_HASH_INFORMATION
 
