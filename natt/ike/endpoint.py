@@ -670,13 +670,27 @@ class IkeEndpoint:
         old_id, sa.initiator.reauth_of = sa.initiator.reauth_of, None
         self.emit(Reauthenticated(sa.id, sa.peer, old_id, sa.session_id))
         old = self.sas.get(old_id)
-        if old is not None:
-            # The old pairs' DELETEs go on the NEW IKE SA: a gateway that moved them to it at XAUTH (strongSwan
-            # does, "adopting children"; so does natt's concentrator) looks them up there. Then the old SA's own.
+        if old is None:
+            return
+        # The old SA and its pairs go after the same grace period as a rekeyed pair: packets on their way are still
+        # taken, and the gateway has finished with the new pairs (charon, busy with the last Quick Mode, would
+        # otherwise delete the pair it is about to rekey) before it reads the DELETEs.
+        old.rekey_at = None
+        old.expires_at = min(old.expires_at or self.now + quick.REKEY_GRACE, self.now + quick.REKEY_GRACE)
+        old.initiator.replaced_by = sa.id
+        self._schedule(old)
+
+    def _retire(self, old: IkeSA) -> None:
+        """A re-authenticated SA's time is up: its pairs' DELETEs go on its successor (a gateway that moved them to
+        it at XAUTH, as strongSwan "adopting children" and natt's concentrator do, looks them up there), then its
+        own DELETE on itself."""
+        assert old.initiator is not None
+        new = self.sas.get(old.initiator.replaced_by or 0)
+        if new is not None and new.state is State.ESTABLISHED:
             for child in list(old.children.values()):
-                info.send_delete_child(self, sa, child)
+                info.send_delete_child(self, new, child)
                 quick.child_down(self, old, child, "replaced by re-authentication", Cause.REKEYED)
-        self.delete_sa(old_id, self.now, "replaced by re-authentication (phase 1 rekey)", Cause.REKEYED)
+        self.delete_sa(old.id, self.now, "replaced by re-authentication (phase 1 rekey)", Cause.REKEYED)
 
     def _reauth_ended(self, sa: IkeSA) -> None:
         """An SA went: if it was re-authenticating another that still lives, that one tries again shortly."""
@@ -849,6 +863,9 @@ class IkeEndpoint:
             sa.rekey_at = None
             self.reauthenticate(sa.id, now)
         if sa.expires_at is not None and now >= sa.expires_at:
+            if sa.initiator is not None and sa.initiator.replaced_by is not None:
+                self._retire(sa)
+                return
             self.delete_sa(sa.id, now, "phase 1 lifetime expired", Cause.LIFETIME_EXPIRED)
             return
         info.timers(self, sa)

@@ -118,6 +118,7 @@ class InitiatorHold:
     quick_modes_started: bool = False
     reauth_of: int | None = None  # this SA re-authenticates that one (phase 1 rekey): it takes over its tunnels
     reauth_by: int | None = None  # the SA re-authenticating this one, while it runs
+    replaced_by: int | None = None  # the SA that took this one's session over: this one goes after a grace period
     peer_reason: str = ""  # what the gateway said (DELETE-REASON) before it ended the session
 
 

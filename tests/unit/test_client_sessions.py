@@ -213,7 +213,9 @@ async def test_rekey_command(make_rig: Any) -> None:
     assert st["ike"]["reauthenticating"] == r["new_sa_id"]
     rig.pump()
     assert c.sa_id == r["new_sa_id"] and c.reauths == 1 and c.state == "connected"
-    assert old not in c.endpoint.sas
+    assert old in c.endpoint.sas, "the old IKE SA stays for the grace period (packets on their way)"
+    rig.advance(12.0)
+    assert old not in c.endpoint.sas and c.sa_id == r["new_sa_id"] and c.state == "connected"
 
 
 async def test_a_failed_reauthentication_leaves_the_session_up(make_rig: Any) -> None:
