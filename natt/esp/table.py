@@ -115,6 +115,7 @@ class SaTable:
         self._wide: list[Outbound] = []
         self._by_sa: dict[int, list[Outbound]] = {}
         self._routed_by_owner: dict[int, list[Outbound]] = {}
+        self._all_by_owner: dict[int, dict[int, Inbound]] = {}  # every pair of a session, oldest first
         self._in_by_sa: dict[int, dict[int, Inbound]] = {}
         self._flows: dict[bytes, Outbound | None] = {}
         # Remote selector owners, the same split: /32 by address, the few wider ones in a list.
@@ -146,6 +147,7 @@ class SaTable:
         self._route_add(out)
         self._claim(owner, rnet, rmask, rplen)
         entry = Inbound(EspSA(up.inbound_spi, t, up.keymat_in, outbound=False), up.sa_id, out)
+        self._all_by_owner.setdefault(owner, {})[up.inbound_spi] = entry
         self.inbound[up.inbound_spi] = entry
         self._in_by_sa.setdefault(up.sa_id, {})[up.inbound_spi] = entry
         return out
@@ -156,6 +158,7 @@ class SaTable:
         if entry is None:
             return None
         out = entry.outbound
+        routed = out in self._routed_by_owner.get(out.owner, ())
         self._unroute(out)
         self._release(out.owner, out.rnet, out.rplen)
         mine = self._in_by_sa.get(entry.sa_id)
@@ -163,6 +166,18 @@ class SaTable:
             mine.pop(inbound_spi, None)
             if not mine:
                 del self._in_by_sa[entry.sa_id]
+        owned = self._all_by_owner.get(out.owner)
+        if owned is not None:
+            owned.pop(inbound_spi, None)
+            if not owned:
+                del self._all_by_owner[out.owner]
+        if routed and owned:
+            # The pair that routed these selectors went before an older one of the same session: the newest left
+            # routes again, or the tunnel's traffic would have no SA until the next rekey.
+            heir = next((e.outbound for e in reversed(owned.values()) if e.outbound.selectors == out.selectors),
+                        None)
+            if heir is not None:
+                self._route_add(heir)
         return entry
 
     def move(self, inbound_spi: int, sa_id: int) -> None:

@@ -237,6 +237,7 @@ class IkeEndpoint:
         if sa.state in AFTER_PHASE1_STATES and sa.enc_key and sa.p1_last_block:
             if tell:
                 info.send_delete_reason(self, sa, reason)
+            self._hand_over(sa)
             info.send_delete_all(self, sa)
         self.remove_sa(sa, reason, cause)
         self._schedule(sa)
@@ -487,6 +488,7 @@ class IkeEndpoint:
     def remove_sa(self, sa: IkeSA, reason: str, cause: Cause = Cause.OTHER) -> None:
         if sa.state is State.DELETED:
             return
+        self._hand_over(sa)
         for child in list(sa.children.values()):
             quick.child_down(self, sa, child, reason, cause)
         if sa.established_at is not None:
@@ -678,19 +680,24 @@ class IkeEndpoint:
         old.rekey_at = None
         old.expires_at = min(old.expires_at or self.now + quick.REKEY_GRACE, self.now + quick.REKEY_GRACE)
         old.initiator.replaced_by = sa.id
+        for child in old.children.values():
+            child.rekeyed = True  # the successor has its own pairs for these selectors: no rekey here any more
         self._schedule(old)
 
     def _retire(self, old: IkeSA) -> None:
-        """A re-authenticated SA's time is up: its pairs' DELETEs go on its successor (a gateway that moved them to
-        it at XAUTH, as strongSwan "adopting children" and natt's concentrator do, looks them up there), then its
-        own DELETE on itself."""
-        assert old.initiator is not None
-        new = self.sas.get(old.initiator.replaced_by or 0)
-        if new is not None and new.state is State.ESTABLISHED:
-            for child in list(old.children.values()):
-                info.send_delete_child(self, new, child)
-                quick.child_down(self, old, child, "replaced by re-authentication", Cause.REKEYED)
+        """A re-authenticated SA's time is up: it goes (its pairs' DELETEs on its successor: _hand_over)."""
         self.delete_sa(old.id, self.now, "replaced by re-authentication (phase 1 rekey)", Cause.REKEYED)
+
+    def _hand_over(self, old: IkeSA) -> None:
+        """A re-authenticated SA ends (its grace period over, or the gateway deleted it first, as charon does): its
+        pairs' DELETEs go on its successor, where a gateway that moved them at XAUTH (strongSwan "adopting
+        children", natt's concentrator) looks them up."""
+        new = self.sas.get(old.initiator.replaced_by or 0) if old.initiator is not None else None
+        if new is None or new.state is not State.ESTABLISHED:
+            return
+        for child in list(old.children.values()):
+            info.send_delete_child(self, new, child)
+            quick.child_down(self, old, child, "replaced by re-authentication", Cause.REKEYED)
 
     def _reauth_ended(self, sa: IkeSA) -> None:
         """An SA went: if it was re-authenticating another that still lives, that one tries again shortly."""

@@ -340,3 +340,24 @@ def test_both_logs_say_who_rekeyed() -> None:
         logs[role] = [e.text for e in log.log if "IPSec SA rekeyed" in e.text]
     assert len(logs["concentrator"]) == 2 and all("(started here)" in t for t in logs["concentrator"])
     assert len(logs["client"]) == 2 and all("(started by the peer)" in t for t in logs["client"])
+
+
+def test_old_pairs_are_deleted_on_the_successor_even_when_the_gateway_ends_the_old_sa_first() -> None:
+    """charon deletes a re-authenticated IKE SA itself, before the client's grace period is over: the client then
+    still sends its old pairs' DELETEs, on the new IKE SA, so no leftover pair stays at the gateway."""
+    net = _net(phase1_lifetime=120)
+    client = _client(net, phase1=(Phase1Proposal(lifetime=120),))
+    traffic = Traffic(net, client)
+    conc = net.concentrator
+    (old_conc,) = conc.endpoint.sas.values()
+    for _ in range(120):
+        traffic.run(1.0, step=1.0)
+        if client.of(Reauthenticated):
+            break
+    assert client.of(Reauthenticated) and old_conc.id in conc.endpoint.sas, "within the grace period"
+    conc.endpoint.delete_sa(old_conc.id, net.now, "the gateway ends the old IKE SA", Cause.REKEYED)
+    net.pump()
+    traffic.run(15.0)
+    assert len(_live_children(conc)) == 2 and len(_live_children(client)) == 2
+    assert conc.endpoint.stats["delete-unknown-spi"] == 0
+    assert traffic.lost == 0

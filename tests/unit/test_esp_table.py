@@ -244,3 +244,20 @@ def test_a_reused_inbound_spi_replaces_the_pair_it_named_with_its_claim() -> Non
     assert first not in table.outbound and table.owner("10.40.1.7/32") is None
     table.remove(0x77)
     assert table.owner("10.40.1.9/32") is None and table.outbound == []
+
+
+def test_removing_the_routing_pair_restores_the_older_one_of_its_session() -> None:
+    """A session's newest pair for some selectors goes before an older one (a re-authentication's leftovers): the
+    older one routes again at once, or the tunnel's traffic would find no SA until its next rekey."""
+    from dataclasses import replace
+
+    t = SaTable()
+    older = child(1, "10.40.1.1/32", spi=0x2001)
+    newer = replace(child(2, "10.40.1.1/32", spi=0x2002), session_id=1)  # the same session, a newer IKE SA
+    install(t, older)
+    install(t, newer)
+    pkt = ip("192.168.2.10", "10.40.1.1")
+    assert t.route(pkt).inbound_spi == 0x2002
+    t.remove(0x2002)
+    out = t.route(pkt)
+    assert out is not None and out.inbound_spi == 0x2001
