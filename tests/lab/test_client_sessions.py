@@ -182,6 +182,9 @@ def test_forced_reconnect_sends_nothing_in_the_clear(fail_closed: bool, record_p
     with scenario.running("cf", cfg) as sc:
         sc.start_client("client1")
         sc.wait_connected("client1")
+        # "connected" comes with the SAs; the routes are set on a worker just after. Without fail-closed a ping
+        # sent before them leaves in clear, the router answers "net unreachable" and ping stops its stream.
+        procs.wait_for(lambda: sc.ping(CLIENT1, ADDR.server, count=1), 20.0, 0.5, "the tunnel's routes")
         before = sc.status("client1")
         pcap = sc.run_dir / "reconnect.pcap"
         stream = PingStream(sc, "client1", count=150)  # 30 s
