@@ -538,7 +538,8 @@ class IkeEndpoint:
         if header.rcookie == ZERO_COOKIE:
             if header.exchange not in (ExchangeType.AGGRESSIVE, ExchangeType.IDENTITY_PROTECTION):
                 self.stats["INVALID-COOKIE"] += 1
-                if header.exchange == ExchangeType.INFORMATIONAL and not header.encrypted:
+                if self.policy is None and header.exchange == ExchangeType.INFORMATIONAL and not header.encrypted:
+                    # A client's few SAs only: a concentrator takes no hints, and spends nothing on such junk.
                     self._orphan_informational(header, remote, data)
                 return None
             known = self._half_open.get((header.icookie, remote))
@@ -713,18 +714,21 @@ class IkeEndpoint:
         INVALID-SPI notify back, inside the peer's IKE SA if there is one, else unprotected; rate-limited, so
         that a flood of junk ESP costs a few small datagrams a second at most (Cisco's invalid SPI recovery)."""
         self.now = now
-        if self.policy is None:
+        # The rate limit first: junk ESP from many sources must not cost a search of every SA each.
+        if self.policy is None or not self._allow_hint(remote):
             return
         sa = next((s for s in self.sas.values() if s.remote == remote and s.state is State.ESTABLISHED), None)
         if sa is not None:
-            if self._allow_hint(remote):
-                info.send_notify(self, sa, info.invalid_spi(sa, spi))
+            info.send_notify(self, sa, info.invalid_spi(sa, spi))
+            self.stats["recovery-hints-sent"] += 1
             return
-        self._hint(remote, local_port, info.orphan_invalid_spi(self.rng(8), spi))
+        self._send_hint(remote, local_port, info.orphan_invalid_spi(self.rng(8), spi))
 
     def _hint(self, remote: tuple[str, int], local_port: int, data: bytes) -> None:
-        if not self._allow_hint(remote):
-            return
+        if self._allow_hint(remote):
+            self._send_hint(remote, local_port, data)
+
+    def _send_hint(self, remote: tuple[str, int], local_port: int, data: bytes) -> None:
         if local_port == self.natt_port:
             data = NON_ESP_MARKER + data
         self._out.append(Datagram(data, remote, local_port))
