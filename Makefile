@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # Two workers, a test file each at a time (module-scoped labs stay in one worker): the lab and interop tests spend
 # most of their time waiting on timers (lifetimes, pings), so two run side by side in each other's idle time.
 PYTEST_WORKERS ?= -n 2 --dist loadfile
-APT_PACKAGES := tshark iproute2 nftables conntrack systemd iputils-ping iperf3 vpnc vpnc-scripts strongswan-charon strongswan-swanctl libcharon-extra-plugins libcharon-extauth-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins
+APT_PACKAGES := tshark iproute2 nftables conntrack systemd iputils-ping iperf3 vpnc vpnc-scripts strongswan-charon strongswan-swanctl libcharon-extra-plugins libcharon-extauth-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins curl chromium chromium-driver
 LAB_PREFIX ?= natt-
 
 .PHONY: test deps apt-deps venv lint unit protocol clean
@@ -83,8 +83,10 @@ lab-shell: venv
 	$(VENV)/bin/natt-lab shell '$(NS)' --prefix '$(LAB_PREFIX)'
 
 # The seed scenario, for real: namespaces, PAT gateway, concentrator, two clients, traffic, views.
+# NAT_T=off: the seed's failure case (NAT transparency off: the clients connect, no data passes; diagnosis and fix).
+# natt-manager (the web pages) starts too, on the concentrator's private side; MANAGER=0 leaves it out.
 lab: deps
-	$(VENV)/bin/natt-lab up --prefix $(LAB_PREFIX) --configs configs
+	$(VENV)/bin/natt-lab up --prefix $(LAB_PREFIX) --configs configs $(if $(NAT_T),--nat-transparency $(NAT_T)) $(if $(filter 0,$(MANAGER)),,--manager)
 
 .PHONY: fuzz
 FUZZ_RUNS ?= 1000000

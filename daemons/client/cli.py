@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 from typing import Any
 
 import click
 
 from natt_daemons.client import config as cfg
+from natt_daemons.common import keyexport
 from natt_daemons.common.cli import (
     check_config,
     daemon_group,
@@ -21,6 +23,7 @@ from natt_daemons.common.cli import (
 )
 from natt_daemons.common.cli import control_options as shared_control_options
 from natt_daemons.common.config import ConfigError
+from natt_daemons.common.statstext import stats_text
 
 DEFAULT_SOCKET = "/run/natt/client-default.sock"
 
@@ -144,6 +147,14 @@ def _ipsec_line(c: dict[str, Any]) -> str:
             f"{c.get('packets_encrypted', 0)}/{c.get('packets_decrypted', 0)} packets (enc/dec)")
 
 
+def _nat_text(nat: dict[str, Any]) -> str:
+    """What NAT detection found; without NAT-D (NAT-T not negotiated) this end cannot know, and says so."""
+    behind = nat.get("this_end_behind_nat")
+    if behind is None:
+        return "unknown (the peer sent no NAT-D: NAT-T not negotiated)"
+    return f"this end {'IS' if behind else 'is NOT'} behind NAT, NAT-T {nat.get('natt') or 'not negotiated'}"
+
+
 def _status_text(s: dict[str, Any]) -> str:
     lines = [
         f"Connection state      : {s['state']}",
@@ -178,8 +189,7 @@ def _status_text(s: dict[str, Any]) -> str:
         elif ike.get("reauth_in") is not None:
             when += f", re-authenticates in {_dur(ike['reauth_in'])}"
         lines.append(f"IKE                   : {ike['mode']} {ike['encryption']}/{ike['hashing']}, {when}")
-        lines.append(f"NAT                   : this end {'IS' if nat.get('this_end_behind_nat') else 'is NOT'} "
-                     f"behind NAT, NAT-T {nat.get('natt') or 'not negotiated'}")
+        lines.append(f"NAT                   : {_nat_text(nat)}")
         for c in s.get("ipsec", []):
             lines.append(f"IPsec SA              : {_ipsec_line(c)}")
         for c in s.get("ipsec_next", []):
@@ -196,6 +206,23 @@ def _status_text(s: dict[str, Any]) -> str:
 def status(sock: str | None, config: str | None, as_json: bool) -> None:
     """State, assigned address, tunnel port, transforms and statistics."""
     emit(request(_path(sock, config), "status"), as_json, _status_text)
+
+
+@main.command()
+@control_options
+def stats(sock: str | None, config: str | None, as_json: bool) -> None:
+    """Counters since the daemon started, across sessions: IKE, rekeys, DPD, NAT-T, IPsec per transform."""
+    emit(request(_path(sock, config), "stats"), as_json, stats_text)
+
+
+@main.command()
+@click.option("--wireshark", "directory", required=True, type=click.Path(file_okay=False),
+              help="directory for ikev1_decryption_table and esp_sa (made 0700 if missing)")
+@control_options
+def keys(directory: str, sock: str | None, config: str | None, as_json: bool) -> None:
+    """Write Wireshark's IKEv1 and ESP decryption tables for the live SAs (root only; the client writes them)."""
+    args = {"wireshark": os.path.abspath(directory)}
+    emit(request(_path(sock, config), "keys", args), as_json, keyexport.reply_text)
 
 
 @main.command("log")

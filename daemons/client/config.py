@@ -14,8 +14,10 @@ from natt.ike.natd import NATT_VERSIONS
 from natt_daemons.common.config import (
     ALLOW_INSECURE_SECRETS,
     ConfigError,
+    ListenAddress,
     SecretAudit,
     interface_name,
+    listen_address,
     number,
     optional,
     read_document,
@@ -35,7 +37,7 @@ CLIENT_KEYS = frozenset({
     "transparent_tunneling", "force_natt", "ipsec_over_udp", "natt_versions", "phase1", "phase2", "phase1_lifetime",
     "phase2_lifetime", "rekey_margin", "keepalive_interval", "dpd_interval", "heartbeat_interval", "app_version",
     "ike_port", "tun", "tun_offload", "control_socket", "fail_closed", "reconnect", "autoconnect", "log_capacity",
-    "log_secrets",
+    "log_secrets", "metrics_listen",
 })
 # Names from the concentrator's file, or from other clients, that mean something else here.
 _HINTS = {
@@ -65,6 +67,7 @@ class ClientSettings:
     fail_closed: bool = True
     # Files holding the psk or password that others can read: `secrets.enforce()` refuses them.
     secrets: SecretAudit = field(default_factory=SecretAudit, repr=False)
+    metrics_listen: ListenAddress | None = None  # the Prometheus endpoint (read at start only); None: none
 
 
 def _port(value: int, where: str) -> int:
@@ -181,4 +184,5 @@ def load(path: str | Path, password: str | None = None) -> ClientSettings:
         log_capacity=number(c, "log_capacity", int, 5000, 1, 10_000_000, where),
         log_secrets=optional(c, "log_secrets", bool, False, where),
         secrets=audit,
+        metrics_listen=listen_address(c, "metrics_listen", where),
     )

@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from natt.esp.transforms import make_transform
 from natt.events.ikelog import IkeLogger
@@ -37,9 +38,13 @@ from natt_daemons.common import sdnotify
 from natt_daemons.common.control import ControlError, ControlServer
 from natt_daemons.common.datapath import Datapath
 from natt_daemons.common.ikeio import IkeDriver
+from natt_daemons.common.ikestats import IkeCounters
+from natt_daemons.common.keyexport import export_keys
 from natt_daemons.common.lifecycle import serve_until_stopped
 from natt_daemons.common.logstream import follow, mirror_to_stderr
+from natt_daemons.common.loopwatch import LoopWatch
 from natt_daemons.common.sockets import bind_udp, raw_esp
+from natt_daemons.common.stats import datapath_sections
 from natt_daemons.common.tun import (
     Tun,
     add_address,
@@ -50,12 +55,26 @@ from natt_daemons.common.tun import (
     source_address_for,
 )
 
+if TYPE_CHECKING:
+    from natt_daemons.common.metrics import MetricsServer
+
 log = logging.getLogger("natt.client")
 NO_ANSWER_THRESHOLD = 5  # packets encrypted with none decrypted before we call it a black hole
 NO_RECONNECT = (Cause.XAUTH_FAILED, Cause.XAUTH_THROTTLED)  # retrying would only fail again (or lock us out)
-RECONNECT_DELAY = 5.0
+# Automatic reconnects back off: 1 s after a session ends, then 2, 4, ... up to 60 s while attempts keep failing
+# (a gateway that is down is not hammered), each ±20 % at random (clients behind one PAT do not return in step).
+RECONNECT_FIRST = 1.0
+RECONNECT_MAX = 60.0
+RECONNECT_JITTER = 0.2
+LOG_RATE_LIMIT = 20.0  # event-log entries a second per event; repeats past it are summed up (RPT)
 DEFAULT_NETWORKS = ("0.0.0.0/1", "128.0.0.0/1")  # everything, without replacing the default route
 COUNTERS = ("packets_encrypted", "packets_decrypted", "bytes_encrypted", "bytes_decrypted")
+
+
+def reconnect_delay(attempt: int, unit_random: float) -> float:
+    """Seconds before automatic reconnect number `attempt` (0 = the first after a session ended)."""
+    base = min(RECONNECT_MAX, RECONNECT_FIRST * 2 ** min(attempt, 16))
+    return base * (1 - RECONNECT_JITTER + 2 * RECONNECT_JITTER * unit_random)
 
 
 def reconnect_refusal(cause: Cause, peer_said: str) -> str | None:
@@ -93,7 +112,10 @@ class NetState:
 class Client:
     def __init__(self, settings: ClientSettings) -> None:
         self.settings = settings
-        self.events = IkeLogger(role="client", capacity=settings.log_capacity, reveal_secrets=settings.log_secrets)
+        self.events = IkeLogger(role="client", capacity=settings.log_capacity, reveal_secrets=settings.log_secrets,
+                                rate_limit=LOG_RATE_LIMIT)
+        # The loop's lateness (status: loop_lag_ms) and, each tick, the event log's held repeat summaries.
+        self.loopwatch = LoopWatch([lambda: self.events.log.flush(time.time())])
         self.local = source_address_for(settings.profile.peer)
         self.ike_port = settings.ike_port
         self._net_tasks: set[asyncio.Future[None]] = set()
@@ -123,7 +145,11 @@ class Client:
         self.rekeys_phase2 = 0
         self.reauth_failures = 0
         self.reconnects = 0
+        self.reconnect_attempt = 0  # failed attempts in a row (the backoff's exponent); 0 once connected
         self._ending: set[int] = set()  # IKE SAs this client is deleting itself (their IkeSaDown says nothing new)
+        # What the core's events add up to since the start (never reset, unlike the session's counters above).
+        self.ike_counters = IkeCounters()
+        self.metrics: MetricsServer | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -139,8 +165,10 @@ class Client:
                                  on_inbound=lambda sa_id: self.endpoint.note_inbound_traffic(sa_id, loop.time()),
                                  vnet_hdr=self.tun.vnet_hdr)
         self.datapath.start(loop)
+        self.loopwatch.start()
         self.register_commands()
         await self.control.start()
+        await self._start_metrics()
         loop.call_later(2.0, self._diagnose_tick)
         if self.settings.autoconnect:
             self.connect()
@@ -149,6 +177,8 @@ class Client:
         for name, handler in (("connect", self._cmd_connect), ("disconnect", self._cmd_disconnect),
                               ("status", self._cmd_status), ("log", self._cmd_log), ("rekey", self._cmd_rekey)):
             self.control.command(name, handler)
+        self.control.command("stats", self._cmd_stats, access="view")
+        self.control.command("keys", self._cmd_keys, access="root")
         self.control.stream("log-follow", self._stream_log)
 
     async def run(self) -> None:
@@ -156,6 +186,7 @@ class Client:
 
     async def shutdown(self) -> None:
         sdnotify.stopping()
+        self.loopwatch.stop()
         self.disconnect("client shutting down")
         if self._net_tasks:
             await asyncio.wait(self._net_tasks, timeout=5.0)
@@ -163,6 +194,8 @@ class Client:
         if self.datapath is not None:
             self.datapath.stop(loop)
         await self.control.close()
+        if self.metrics is not None:
+            await self.metrics.close()
         if self.driver is not None:
             self.driver.close()
         if self.tun is not None:
@@ -258,6 +291,7 @@ class Client:
     def _on_event(self, event: IkeEvent) -> None:
         sa = self.endpoint.sas.get(event.sa_id)
         self.events.record(event, time.time(), sa)
+        self.ike_counters.note(event)
         if isinstance(event, ModeConfigDone):
             self._mode_config(event, sa)
         elif isinstance(event, ChildSaUp) and sa is not None:
@@ -300,6 +334,7 @@ class Client:
                      event.remote_selector, event.inbound_spi, event.outbound_spi)
         if self.state != "connected":
             self.state = "connected"
+            self.reconnect_attempt = 0
             if self.connected_at is None:
                 self.connected_at = time.time()
             if self.reconnects or self.last_error:
@@ -409,7 +444,10 @@ class Client:
         loop = asyncio.get_running_loop()
         self.state = "reconnecting"
         self._cancel_reconnect()
-        self._reconnect = loop.call_later(RECONNECT_DELAY, self._do_reconnect)
+        delay = reconnect_delay(self.reconnect_attempt, random.random())
+        self.reconnect_attempt += 1
+        log.info("reconnecting in %.1f s (attempt %d)", delay, self.reconnect_attempt)
+        self._reconnect = loop.call_later(delay, self._do_reconnect)
 
     def _do_reconnect(self) -> None:
         self._reconnect = None
@@ -534,6 +572,16 @@ class Client:
         log.info("phase 1 rekey asked for: re-authenticating IKE SA %d as %d", sa.id, new)
         return {"phase": 1, "started": 1, "sa_id": sa.id, "new_sa_id": new}
 
+    async def _cmd_keys(self, args: dict[str, Any]) -> Any:
+        """Wireshark's IKEv1 and ESP decryption tables for the live SAs, written into args["wireshark"] (root only;
+        only the counts are logged and returned)."""
+        if self.datapath is None:
+            raise ControlError("not started")
+        done = await export_keys(args, self.endpoint.sas, self.datapath.table)
+        log.warning("Wireshark key tables written to %s: %d IKE SA(s), %d ESP SA(s)", done["directory"],
+                    done["ike_sas"], done["esp_sas"])
+        return done
+
     @staticmethod
     def _remaining(when: float | None, now: float) -> int | None:
         return None if when is None else max(0, int(when - now))
@@ -588,6 +636,8 @@ class Client:
             "traffic": self.traffic_text(),
             "reconnect_in": reconnect_in,
             "reconnects": self.reconnects,
+            "reconnect_attempt": self.reconnect_attempt,
+            "loop_lag_ms": self.loopwatch.status(),
             "not_reconnecting": self.not_reconnecting,
             "rekeys": {"phase1": self.reauths, "phase2": self.rekeys_phase2,
                        "phase1_failed": self.reauth_failures},
@@ -601,8 +651,10 @@ class Client:
             status["tunnel_port"] = sa.remote[1] if sa.udp_encap else sa.cisco_udp_port or 0
             status["transport"] = ("NAT-T" if sa.udp_encap else
                                    "IPsec over UDP" if sa.cisco_udp_port is not None else "ESP")
-            status["nat"] = {"this_end_behind_nat": sa.nat.local_behind_nat if sa.nat else False,
-                             "remote_end_behind_nat": sa.nat.remote_behind_nat if sa.nat else False,
+            # Without NAT-D payloads (NAT-T not negotiated) nothing says whether a NAT is in the way: None, unknown.
+            status["nat"] = {"this_end_behind_nat": sa.nat.local_behind_nat if sa.nat else None,
+                             "remote_end_behind_nat": sa.nat.remote_behind_nat if sa.nat else None,
+                             "natd_exchanged": sa.nat is not None,
                              "natt": sa.natt.name if sa.natt else None}
             status["ike"] = self._ike_status(sa, now)
             status["ipsec"] = self._ipsec_status(sa, now)
@@ -616,6 +668,30 @@ class Client:
 
     async def _cmd_log(self, args: dict[str, Any]) -> Any:
         return self.events.query(args)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since the daemon started (they go on across sessions), for the `stats` command and the metrics:
+        the tunnel's state, IKE, NAT-T, IPsec per transform, the data path's batching."""
+        assert self.datapath is not None and self.driver is not None
+        connected = self.state == "connected"
+        return {
+            "client": {"state": self.state, "tunnel_up": connected, "reconnects": self.reconnects,
+                       "connected_since": self.connected_at if connected else None},
+            "ike": {**self.ike_counters.ike(), "send_errors": self.driver.send_errors},
+            "natt": self.ike_counters.natt(),
+            **datapath_sections(self.datapath),
+        }
+
+    async def _cmd_stats(self, args: dict[str, Any]) -> Any:
+        return self.stats()
+
+    async def _start_metrics(self) -> None:
+        if self.settings.metrics_listen is None:
+            return
+        # prometheus-client and aiohttp are loaded only by a daemon that serves metrics.
+        from natt_daemons.common import metrics
+
+        self.metrics = await metrics.serve(metrics.ClientCollector(self.stats), self.settings.metrics_listen, log)
 
     def _stream_log(self, args: dict[str, Any]) -> AsyncIterator[Any]:
         return follow(self.events, args)

@@ -120,9 +120,9 @@ def socket_path(explicit: str | None, config: str | None, loader: Callable[[str]
     return default
 
 
-def request(path: str, cmd: str, args: dict[str, Any] | None = None) -> Any:
+def request(path: str, cmd: str, args: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
     try:
-        return call(path, cmd, args, daemon=_daemon())
+        return call(path, cmd, args, timeout=timeout, daemon=_daemon())
     except ControlError as e:
         raise control_failure(e) from e
 

@@ -285,6 +285,42 @@ def socket_path(value: str, where: str, key: str = "control_socket") -> str:
     return value
 
 
+@dataclass(frozen=True)
+class ListenAddress:
+    """Where a TCP service listens ("ADDR:PORT", IPv6 as "[ADDR]:PORT"), e.g. a daemon's metrics endpoint."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def listen_address(table: dict[str, Any], key: str, where: str) -> ListenAddress | None:
+    """An optional "ADDR:PORT" to listen on: a literal address this host can bind (0.0.0.0 or [::] for all), port
+    1..65535; absent = None (no listener). Names are refused: where a service listens must not depend on DNS."""
+    value = optional(table, key, str, None, where)
+    if value is None:
+        return None
+    example = f"e.g. {key} = \"127.0.0.1:9101\""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ConfigError(f"{where}: {key} {value!r} must be ADDRESS:PORT ({example}; IPv6 as \"[::1]:9101\")")
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        addr = ipaddress.ip_address(host[1:-1] if bracketed else host)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {key} {value!r}: {host!r} is not an IP address ({example})") from e
+    if (addr.version == 6) != bracketed:
+        raise ConfigError(f"{where}: {key} {value!r}: write an IPv6 address in brackets, an IPv4 one without")
+    if addr.is_multicast or (addr.version == 4 and addr in _RESERVED):
+        raise ConfigError(f"{where}: {key} {value!r}: {addr} is not an address a host can listen on")
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{where}: {key} {value!r}: port {port} must be in 1..65535")
+    return ListenAddress(str(addr), port)
+
+
 # -- secrets ----------------------------------------------------------------------------------------------------
 
 # The group the systemd units run the daemons as (systemd/sysusers.d/natt.conf): configs there are root:natt 0640,

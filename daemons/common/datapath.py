@@ -87,6 +87,25 @@ class SessionTotals:
         self.packets_tx += entry.outbound.esp.packets
 
 
+@dataclass(slots=True)
+class TransformTotals:
+    """The traffic of one ESP transform's pairs (the stats command, the metrics): `drops` are the packets its SAs
+    refused (ESP errors of either direction)."""
+
+    in_bytes: int = 0
+    out_bytes: int = 0
+    in_packets: int = 0
+    out_packets: int = 0
+    drops: int = 0
+
+    def add(self, entry: Inbound) -> None:
+        self.in_bytes += entry.esp.bytes
+        self.in_packets += entry.esp.packets
+        self.out_bytes += entry.outbound.esp.bytes
+        self.out_packets += entry.outbound.esp.packets
+        self.drops += sum(entry.esp.errors.values()) + sum(entry.outbound.esp.errors.values())
+
+
 @dataclass
 class DatapathStats:
     drops: Counter[str] = field(default_factory=Counter)
@@ -141,6 +160,8 @@ class Datapath:
         # Session id (Outbound.owner) → the counters of its pairs removed so far: from its first admitted pair until
         # end_session, so a pair removed after its session ended does not bring the entry back.
         self.session_totals: dict[int, SessionTotals] = {}
+        # Transform name → what its pairs removed so far carried: with the live pairs, counters that never go back.
+        self.retired: dict[str, TransformTotals] = {}
 
     # -- SA table ------------------------------------------------------------------------
 
@@ -168,9 +189,11 @@ class Datapath:
         return True
 
     def remove(self, inbound_spi: int) -> Inbound | None:
-        """Forget a pair; what it carried stays in its session's totals."""
+        """Forget a pair; what it carried stays in its session's totals and its transform's."""
         entry = self.table.remove(inbound_spi)
         if entry is not None:
+            name = entry.esp.transform.name
+            self.retired.setdefault(name, TransformTotals()).add(entry)
             totals = self.session_totals.get(entry.outbound.owner)
             if totals is not None:
                 totals.add(entry)
@@ -179,6 +202,17 @@ class Datapath:
     def end_session(self, session_id: int) -> None:
         """The session's last IKE SA went: its totals go too."""
         self.session_totals.pop(session_id, None)
+
+    def by_transform(self) -> dict[str, TransformTotals]:
+        """Every transform's traffic since the start: its removed pairs' and its live ones'."""
+        out = {name: TransformTotals(t.in_bytes, t.out_bytes, t.in_packets, t.out_packets, t.drops)
+               for name, t in self.retired.items()}
+        for entry in self.table.inbound.values():
+            name = entry.esp.transform.name
+            if name not in out:
+                out[name] = TransformTotals()
+            out[name].add(entry)
+        return out
 
     @property
     def outbound(self) -> list[Outbound]:

@@ -8,15 +8,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Callable
-
-import asyncio_dgram
 
 from natt.ike.endpoint import IkeEndpoint
 from natt.ike.events import IkeEvent
-from natt_daemons.common.sockets import big_buffers
+from natt_daemons.common.sockets import bind_udp
 
 log = logging.getLogger(__name__)
+
+MAX_BATCH = 256  # datagrams read from one IKE socket per wake-up (the data path's budget too)
+RECV_SIZE = 65535
+READ_BUDGET = 0.004  # seconds of IKE work per wake-up of one socket, whatever the batch
 
 
 class IkeDriver:
@@ -27,35 +30,64 @@ class IkeDriver:
         self._closers: list[Callable[[], None]] = []
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
-        self._tasks: list[asyncio.Task[None]] = []
         self.send_errors = 0
+        self.datagrams = 0  # read from the IKE-only ports
+        self.budget_stops = 0  # wake-ups that left datagrams waiting because the time budget was spent
 
     def now(self) -> float:
         return self._loop.time()
 
     async def listen(self, address: str, port: int) -> int:
-        """An IKE-only port (500, or 0 for any): an asyncio-dgram stream read by its own task; the bound port."""
-        stream = await asyncio_dgram.bind((address, port))
-        big_buffers(stream.socket)  # thousands of clients starting at once must not overflow UDP 500
-        port = stream.sockname[1]
-        pending: set[asyncio.Task[None]] = set()
+        """An IKE-only port (500, or 0 for any); the bound port.
+
+        Read as the data path reads 4500: up to MAX_BATCH datagrams a wake-up straight from the non-blocking
+        socket. (It was an asyncio-dgram stream: one datagram per loop turn through a future drained a flood of
+        first messages at well under half this rate, and the kernel then dropped honest messages with the
+        flood's.) The budget keeps 4500 (ESP and the established peers' IKE), the TUN and the timers served
+        whatever arrives on 500."""
+        sock = bind_udp(address, port)  # big buffers: thousands of clients starting at once must not overflow 500
+        port = sock.getsockname()[1]
 
         def send(data: bytes, addr: tuple[str, int]) -> None:
-            # The stream's send is a coroutine; tasks run in creation order, so datagrams keep theirs.
-            task = asyncio.ensure_future(stream.send(data, addr))
-            pending.add(task)
-            task.add_done_callback(self._sent)
-            task.add_done_callback(pending.discard)
+            try:
+                sock.sendto(data, addr)
+            except BlockingIOError:
+                self.send_errors += 1  # the send buffer is full (a flood's answers): dropped, as UDP may be
+            except OSError as e:
+                self.send_errors += 1
+                log.warning("IKE send to %s:%d failed: %s", addr[0], addr[1], e)
 
         self.senders[port] = send
-        self._closers.append(stream.close)
-        self._tasks.append(asyncio.create_task(self._recv_loop(stream, port), name=f"ike-{port}"))
+        self._loop.add_reader(sock.fileno(), self._readable, sock, port)
+
+        def close() -> None:
+            self._loop.remove_reader(sock.fileno())
+            sock.close()
+
+        self._closers.append(close)
         return port
 
-    def _sent(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            self.send_errors += 1
-            log.warning("IKE send failed: %s", task.exception())
+    def _readable(self, sock: socket.socket, port: int) -> None:
+        # A count and a time budget: each admitted first message costs a DH (about 0.8 ms), so a batch of them
+        # must not hold the loop; what is left waits in the socket (and past its buffer the kernel sheds it).
+        deadline = time.perf_counter() + READ_BUDGET
+        for _ in range(MAX_BATCH):
+            if time.perf_counter() > deadline:
+                self.budget_stops += 1
+                break
+            try:
+                data, addr = sock.recvfrom(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:  # an ICMP error queued on the socket; the next read goes on
+                log.debug("IKE socket %d: %s", port, e)
+                continue
+            self.datagrams += 1
+            try:
+                self.endpoint.receive_datagram(data, (addr[0], addr[1]), port, self.now())
+            except Exception:  # the core raises typed errors internally; anything else is a bug to log, not die on
+                log.exception("IKE core failed on a datagram from %s", addr)
+        self.flush()
 
     def attach(self, port: int, sock: socket.socket) -> None:
         """A socket whose reading belongs to someone else (4500: the ESP fast path demuxes it)."""
@@ -65,14 +97,6 @@ class IkeDriver:
 
         self.senders[port] = send
         self._closers.append(sock.close)
-
-    async def _recv_loop(self, stream: asyncio_dgram.aio.DatagramServer, port: int) -> None:
-        while True:
-            try:
-                data, addr = await stream.recv()
-            except asyncio_dgram.TransportClosed:
-                return
-            self.feed(data, addr, port)
 
     def feed(self, data: bytes, addr: tuple[str, int], local_port: int) -> None:
         try:
@@ -121,12 +145,17 @@ class IkeDriver:
         return did
 
     def _reschedule(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         when = self.endpoint.get_timer()
         if when is not None:
-            self._timer = self._loop.call_at(max(when, self.now()), self._fire)
+            when = max(when, self.now())  # a deadline already past is due now
+        if self._timer is not None:
+            if when is not None and self._timer.when() <= when:
+                return  # armed no later than needed (an early fire only looks and files again). Never re-armed
+                # later: a stream of datagrams, each one rescheduling, would push a due timer off for ever.
+            self._timer.cancel()
+            self._timer = None
+        if when is not None:
+            self._timer = self._loop.call_at(when, self._fire)
 
     def _fire(self) -> None:
         self._timer = None
@@ -139,7 +168,5 @@ class IkeDriver:
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        for t in self._tasks:
-            t.cancel()
         for close in self._closers:
             close()

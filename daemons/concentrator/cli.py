@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import getpass
+import os
 import time
 from typing import Any
 
 import click
 
+from natt_daemons.common import keyexport
 from natt_daemons.common.cli import (
     check_config,
     daemon_group,
@@ -20,7 +22,9 @@ from natt_daemons.common.cli import (
 )
 from natt_daemons.common.cli import control_options as shared_control_options
 from natt_daemons.common.passwords import hash_password
+from natt_daemons.common.statstext import stats_text
 from natt_daemons.concentrator import config as cfg
+from natt_daemons.concentrator import ping
 
 control_options = shared_control_options(cfg.DEFAULT_SOCKET)
 
@@ -37,7 +41,8 @@ def main() -> None:
 def _summary(s: cfg.ConcentratorSettings) -> str:
     groups = ", ".join(f"{name} (pool {g.pool})" for name, g in s.policy.groups.items())
     return (f"address {s.address}, NAT-T {'on' if s.policy.nat_traversal else 'off'}, "
-            f"{len(s.policy.groups)} group(s): {groups}; {len(s.users)} user(s); control socket {s.control_socket}")
+            f"{len(s.policy.groups)} group(s): {groups}; {len(s.users)} user(s); control socket {s.control_socket}"
+            + "".join(f" ({k} {v})" for k, v in s.control_groups.items()))
 
 
 def _check(config: str) -> None:
@@ -229,6 +234,83 @@ def unlock(user: str | None, source: str | None, everything: bool, sock: str | N
     emit(request(_path(sock, config), "unlock", args), as_json, lambda r: f"cleared {r['cleared']}")
 
 
+@main.command()
+@click.option("--wireshark", "directory", required=True, type=click.Path(file_okay=False),
+              help="directory for ikev1_decryption_table and esp_sa (made 0700 if missing)")
+@control_options
+def keys(directory: str, sock: str | None, config: str | None, as_json: bool) -> None:
+    """Write Wireshark's IKEv1 and ESP decryption tables for the live SAs (root only; the concentrator writes them)."""
+    args = {"wireshark": os.path.abspath(directory)}
+    emit(request(_path(sock, config), "keys", args), as_json, keyexport.reply_text)
+
+
+@main.command("ping")
+@click.argument("user")
+@click.option("--count", "-c", default=3, show_default=True, type=click.IntRange(1, ping.MAX_COUNT),
+              help="echo requests to send")
+@click.option("--timeout", "-W", default=1.0, show_default=True,
+              type=click.FloatRange(ping.MIN_TIMEOUT, ping.MAX_TIMEOUT), help="seconds to wait for each reply")
+@control_options
+def ping_cmd(user: str, count: int, timeout: float, sock: str | None, config: str | None, as_json: bool) -> None:
+    """Ping USER's assigned address through the tunnel (ICMP echo from the concentrator; exit 1 if no reply)."""
+    r = request(_path(sock, config), "ping", {"user": user, "count": count, "timeout": timeout},
+                timeout=ping.longest(count, timeout) + 10.0)
+    emit(r, as_json, _ping_text)
+    if not r["received"]:
+        raise SystemExit(1)
+
+
+def _ping_text(r: dict[str, Any]) -> str:
+    rtts = r["rtt_ms"]
+    loss = 100 * (r["sent"] - r["received"]) // max(1, r["sent"])
+    lines = [f"ping {r['user']} ({r['address']}) through the tunnel: {r['sent']} sent, {r['received']} received, "
+             f"{loss}% loss"]
+    if rtts:
+        lines.append(f"rtt min/avg/max = {min(rtts):.3f}/{sum(rtts) / len(rtts):.3f}/{max(rtts):.3f} ms")
+    return "\n".join(lines)
+
+
+def _settings_text(r: dict[str, Any]) -> str:
+    lines = ["NAT Transparency",
+             f"  IPSec over NAT-T (nat_traversal)  : {'on' if r['nat_traversal'] else 'off'}"]
+    for name, g in r["groups"].items():
+        lines.append(f"  IPSec over UDP, group {name:<12}: {'on' if g['ipsec_over_udp'] else 'off'} "
+                     f"(UDP {g['ipsec_over_udp_port']})")
+    return "\n".join(lines)
+
+
+@main.command()
+@control_options
+def settings(sock: str | None, config: str | None, as_json: bool) -> None:
+    """The NAT Transparency settings in force: NAT-T, and IPsec over UDP per group."""
+    emit(request(_path(sock, config), "settings"), as_json, _settings_text)
+
+
+def _on_off(value: str) -> bool:
+    return value == "on"
+
+
+@main.command("nat-transparency")
+@click.option("--nat-t", "nat_t", type=click.Choice(["on", "off"]), help="IPSec over NAT-T (nat_traversal)")
+@click.option("--ipsec-over-udp", "udp", nargs=2, multiple=True, metavar="GROUP on|off",
+              help="Cisco IPsec over UDP for one group (repeat for several)")
+@control_options
+def nat_transparency(nat_t: str | None, udp: tuple[tuple[str, str], ...], sock: str | None, config: str | None,
+                     as_json: bool) -> None:
+    """Show, or switch, NAT Transparency: the concentrator writes the change into its config file (those lines
+    only) and reloads as on SIGHUP; new sessions use it, live ones keep theirs (reconnect them)."""
+    args: dict[str, Any] = {}
+    if nat_t is not None:
+        args["nat_traversal"] = _on_off(nat_t)
+    for group, value in udp:
+        if value not in ("on", "off"):
+            raise click.BadParameter(f"{value!r}: say on or off", param_hint="--ipsec-over-udp")
+        args.setdefault("groups", {})[group] = {"ipsec_over_udp": _on_off(value)}
+    path = _path(sock, config)
+    result = request(path, "nat-transparency", args) if args else request(path, "settings")
+    emit(result, as_json, _settings_text)
+
+
 @main.command("log")
 @click.option("--class", "classes", help="comma-separated event classes, e.g. IKE,IPSECDBG")
 @click.option("--severity", default="1-13", show_default=True, help="range of severities, e.g. 1-5")
@@ -253,3 +335,10 @@ def status(sock: str | None, config: str | None, as_json: bool) -> None:
     """Listening address, NAT transparency switch, refusals and datapath drops."""
     emit(request(_path(sock, config), "status"), as_json,
          lambda r: "\n".join(f"{k:<16}: {v}" for k, v in r.items()))
+
+
+@main.command()
+@control_options
+def stats(sock: str | None, config: str | None, as_json: bool) -> None:
+    """Statistics since the start: IKE (set-ups, failures by cause, rekeys, DPD), IPsec, NAT-T, per transform."""
+    emit(request(_path(sock, config), "stats"), as_json, stats_text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 from natt.errors import UnsupportedAlgorithm
 from natt.ike import suites
+from natt.ike.admission import AdmissionSettings
 from natt.ike.config import ConcentratorPolicy, GroupPolicy, Timers
 from natt.ike.throttle import ThrottleSettings
 from natt.wire.constants import CISCO_UDP_PORT, NATT_PORT
@@ -16,9 +18,11 @@ from natt_daemons.common.config import (
     ALLOW_INSECURE_SECRETS,
     ConfigError,
     Document,
+    ListenAddress,
     SecretAudit,
     host_network,
     interface_name,
+    listen_address,
     network,
     number,
     optional,
@@ -32,18 +36,31 @@ from natt_daemons.common.config import (
     table_label,
     unicast_address,
 )
+from natt_daemons.common.control import SocketAccess
 from natt_daemons.common.passwords import CachingVerifier, PasswordFormatError, dummy_hash, verify_unknown_user
 
 DEFAULT_SOCKET = "/run/natt/concentrator.sock"
+
+
+def _admission(c: dict[str, Any], where: str) -> AdmissionSettings:
+    """Call admission: new phase 1 negotiations (each a DH) per second, in all and per source address."""
+    d = AdmissionSettings()
+    rate = float(number(c, "half_open_rate", (int, float), d.rate, 1, 100_000, where))
+    per_source = float(number(c, "half_open_per_source_rate", (int, float), d.per_source_rate, 0.1, 100_000, where))
+    return AdmissionSettings(rate=rate, burst=max(1, int(rate / 10)), per_source_rate=per_source,
+                             per_source_burst=max(1, int(per_source * 2)), newcomer_rate=max(1.0, rate / 4))
 
 # The keys each table may hold: the one list a reader (and the unknown-key check) goes by. [users] maps user names
 # to hashes, so any name is a key there.
 TOP_KEYS = frozenset({"concentrator", "groups", "users", ALLOW_INSECURE_SECRETS})
 CONCENTRATOR_KEYS = frozenset({
     "address", "nat_traversal", "tun", "tun_offload", "control_socket", "session_limit", "half_open_limit",
-    "half_open_per_source", "keepalive_interval", "dpd_interval", "phase1_lifetime", "phase2_lifetime", "rekey_margin",
+    "half_open_per_source", "half_open_rate", "half_open_per_source_rate", "log_rate_limit", "keepalive_interval",
+    "dpd_interval", "phase1_lifetime", "phase2_lifetime", "rekey_margin",
     "xauth_max_tries", "xauth_free_failures", "xauth_backoff", "xauth_backoff_max", "xauth_lockout_failures",
     "xauth_lockout_seconds", "modecfg", "version", "log_capacity", "log_secrets", "log_severity",
+    "control_group", "control_admin_group",
+    "metrics_listen",
 })
 GROUP_KEYS = frozenset({
     "psk", "psk_file", "pool", "dns", "nbns", "domain", "banner", "split_networks", "save_password", "pfs", "phase1",
@@ -68,11 +85,40 @@ class ConcentratorSettings:
     log_capacity: int = 10000
     log_secrets: bool = False
     log_severity: int = 5
+    log_rate_limit: float = 20.0  # event-log entries a second per event (class/id); 0 = no limit
     ike_port: int = 500
     natt_port: int = 4500
     tun_offload: bool = True
     # Files holding a psk that others can read: `secrets.enforce()` refuses them (run, check, and should on reload).
     secrets: SecretAudit = field(default_factory=SecretAudit, repr=False)
+    # control_group / control_admin_group, resolved to gids (None: the socket stays 0600, admin is root only).
+    control_access: SocketAccess = field(default_factory=SocketAccess)
+    control_groups: dict[str, str] = field(default_factory=dict)  # key → the group name as written
+    metrics_listen: ListenAddress | None = None  # the Prometheus endpoint (read at start only); None: none
+
+
+def _system_group(c: dict[str, Any], key: str, where: str) -> tuple[str, int] | None:
+    """A group of this system named by the config (its name and gid), or None when the key is absent."""
+    name = optional(c, key, str, "", where)
+    if not name:
+        return None
+    try:
+        return name, grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise ConfigError(f"{where}: {key} {name!r}: no such group on this system (create it, e.g. "
+                          f"'groupadd --system {name}', or remove the key)") from None
+
+
+def _control_access(c: dict[str, Any], where: str) -> tuple[SocketAccess, dict[str, str]]:
+    """Who may use the control socket: members of control_group connect (view commands), holders of
+    control_admin_group also run admin commands; without them the socket is root-only (0600)."""
+    group = _system_group(c, "control_group", where)
+    admin = _system_group(c, "control_admin_group", where)
+    names = {k: v[0] for k, v in (("control_group", group), ("control_admin_group", admin)) if v is not None}
+    # An admin group alone: its members must reach the socket, so it is the socket's group too.
+    socket_group = group or admin
+    return SocketAccess(group=socket_group[1] if socket_group else None,
+                        admin_group=admin[1] if admin else None), names
 
 
 def _severity(value: int, where: str) -> int:
@@ -248,6 +294,7 @@ def load(path: str | Path) -> ConcentratorSettings:
         # left (a client rekeys at the whole fraction, so one that does goes first).
         rekey_margin=float(number(c, "rekey_margin", real, Timers.rekey_margin, 0, 0.5, where)),
     )
+    access, group_names = _control_access(c, where)
     modecfg = optional(c, "modecfg", str, "pull", where)
     if modecfg not in MODECFG:
         raise ConfigError(f"{where}: modecfg {modecfg!r} must be \"pull\" (the client asks) or \"push\" "
@@ -263,6 +310,7 @@ def load(path: str | Path) -> ConcentratorSettings:
         half_open_limit=number(c, "half_open_limit", int, ConcentratorPolicy.half_open_limit, 1, 1_000_000, where),
         half_open_per_source=number(c, "half_open_per_source", int, ConcentratorPolicy.half_open_per_source, 1,
                                     1_000_000, where),
+        admission=_admission(c, where),
         xauth_max_tries=number(c, "xauth_max_tries", int, 3, 1, 100, where),
         xauth_throttle=_throttle(c, where),
         modecfg_push=modecfg == "push",
@@ -280,5 +328,9 @@ def load(path: str | Path) -> ConcentratorSettings:
         log_capacity=number(c, "log_capacity", int, 10000, 1, 10_000_000, where),
         log_secrets=optional(c, "log_secrets", bool, False, where),
         log_severity=_severity(optional(c, "log_severity", int, 5, where), where),
+        log_rate_limit=float(number(c, "log_rate_limit", (int, float), 20, 0, 1_000_000, where, zero_means="off")),
         secrets=audit,
+        control_access=access,
+        control_groups=group_names,
+        metrics_listen=listen_address(c, "metrics_listen", where),
     )

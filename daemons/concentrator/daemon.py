@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from natt.crypto.dh import get_group
 from natt.events.ikelog import IkeLogger
@@ -27,15 +27,23 @@ from natt.ike.events import (
 )
 from natt.ike.ikesa import IkeSA, State
 from natt_daemons.common import sdnotify
-from natt_daemons.common.control import ControlError, ControlServer
+from natt_daemons.common.config import ConfigError
+from natt_daemons.common.control import AuditRecord, ControlError, ControlServer
 from natt_daemons.common.datapath import Datapath, Inbound
 from natt_daemons.common.ikeio import IkeDriver
+from natt_daemons.common.ikestats import IkeCounters
+from natt_daemons.common.keyexport import export_keys
 from natt_daemons.common.lifecycle import serve_until_stopped
 from natt_daemons.common.logstream import follow, mirror_to_stderr
+from natt_daemons.common.loopwatch import LoopWatch
 from natt_daemons.common.sockets import bind_udp, raw_esp
+from natt_daemons.common.stats import datapath_sections
 from natt_daemons.common.tun import Tun, add_route, del_route, open_tun
-from natt_daemons.concentrator import views
+from natt_daemons.concentrator import admin, views
 from natt_daemons.concentrator.config import ConcentratorSettings, load
+
+if TYPE_CHECKING:
+    from natt_daemons.common.metrics import MetricsServer
 
 log = logging.getLogger("natt.concentrator")
 
@@ -44,13 +52,14 @@ class Concentrator:
     def __init__(self, settings: ConcentratorSettings) -> None:
         self.settings = settings
         self.events = IkeLogger(role="concentrator", capacity=settings.log_capacity,
-                                reveal_secrets=settings.log_secrets, max_severity=settings.log_severity)
+                                reveal_secrets=settings.log_secrets, max_severity=settings.log_severity,
+                                rate_limit=settings.log_rate_limit)
         self.endpoint = IkeEndpoint(settings.address, settings.policy, ike_port=settings.ike_port,
                                     natt_port=settings.natt_port)
         self.driver: IkeDriver | None = None
         self.datapath: Datapath | None = None
         self.tun: Tun | None = None
-        self.control = ControlServer(settings.control_socket)
+        self.control = ControlServer(settings.control_socket, settings.control_access, audit=self._audit)
         self.events.log.subscribe(mirror_to_stderr(log))
         self.started_wall = time.time()
         # Session id → when it first logged in (wall clock): kept across phase 2 rekeys and re-authentications.
@@ -64,6 +73,10 @@ class Concentrator:
         self._xauth_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="xauth")
         self._xauth_checks: set[asyncio.Future[bool]] = set()
         self._stopping = False
+        self.counters = IkeCounters()  # what the core's events add up to (the stats command, the metrics)
+        self.metrics: MetricsServer | None = None
+        # The loop's lateness (status: loop_lag_ms) and, each tick, the event log's held repeat summaries.
+        self.loopwatch = LoopWatch([lambda: self.events.log.flush(time.time())])
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -86,9 +99,14 @@ class Concentrator:
                                  vnet_hdr=self.tun.vnet_hdr,
                                  on_peer_moved=self.driver.esp_peer_moved, on_unknown_spi=self.driver.unknown_esp)
         self.datapath.start(loop)
+        self.loopwatch.start()
         self._open_ipsec_over_udp(loop)
         self._register_commands()
-        await self.control.start()
+        try:
+            await self.control.start()
+        except ControlError as e:  # control_group the daemon's user cannot give the socket
+            raise ConfigError(f"{s.path}: {e}") from e
+        await self._start_metrics()
         if s.policy.nat_traversal is False:
             log.warning("NAT transparency (nat_traversal) is off: clients behind NAT/PAT will connect but pass "
                         "no data. Set nat_traversal = true to enable NAT-T.")
@@ -118,6 +136,7 @@ class Concentrator:
         for check in list(self._xauth_checks):
             check.cancel()
         self._xauth_pool.shutdown(wait=False, cancel_futures=True)
+        self.loopwatch.stop()
         now = asyncio.get_running_loop().time()
         for sa in list(self.endpoint.sas.values()):
             self.endpoint.delete_sa(sa.id, now, "concentrator shutting down")
@@ -129,6 +148,8 @@ class Concentrator:
             for sock in self.datapath.cisco_udp.values():
                 sock.close()
         await self.control.close()
+        if self.metrics is not None:
+            await self.metrics.close()
         if self.driver is not None:
             self.driver.close()
         for pool in self._routes:
@@ -140,11 +161,14 @@ class Concentrator:
     def reload(self) -> None:
         """SIGHUP: new policy (groups, users, NAT transparency) for new sessions; live ones stay."""
         try:
-            new = load(self.settings.path)
-            new.secrets.enforce(log)  # a file made readable by others since the start is refused on reload too
+            self.reload_or_fail()
         except Exception as e:
             log.error("reload failed, keeping the old configuration: %s", e)
-            return
+
+    def reload_or_fail(self) -> None:
+        """The reload SIGHUP does; a config that does not load raises (ConfigError) and changes nothing."""
+        new = load(self.settings.path)
+        new.secrets.enforce(log)  # a file made readable by others since the start is refused on reload too
         self.settings.policy = new.policy
         self.settings.users = new.users
         self.endpoint.policy = new.policy
@@ -152,6 +176,11 @@ class Concentrator:
         self.endpoint.throttle.settings = new.policy.xauth_throttle
         if self.datapath is not None:
             self._open_ipsec_over_udp(asyncio.get_running_loop())
+        self.settings.control_access, self.settings.control_groups = new.control_access, new.control_groups
+        try:
+            self.control.set_access(new.control_access)
+        except ControlError as e:
+            log.error("control socket: %s", e)
         log.info("configuration reloaded (nat_traversal=%s)", new.policy.nat_traversal)
 
     # -- core events → datapath and log ------------------------------------------------------
@@ -159,6 +188,7 @@ class Concentrator:
     def _on_event(self, event: IkeEvent) -> None:
         sa = self.endpoint.sas.get(event.sa_id)
         self.events.record(event, time.time(), sa, core_now=asyncio.get_running_loop().time())
+        self.counters.note(event)
         dp = self.datapath
         assert dp is not None
         if isinstance(event, ChildSaUp) and sa is not None:
@@ -236,12 +266,36 @@ class Concentrator:
         c = self.control
         c.command("sessions", self._cmd_sessions)
         c.command("session", self._cmd_session)
-        c.command("logout", self._cmd_logout)
-        c.command("rekey", self._cmd_rekey)
+        c.command("logout", self._cmd_logout, access="admin")
+        c.command("rekey", self._cmd_rekey, access="admin")
         c.command("log", self._cmd_log)
         c.stream("log-follow", self._stream_log)
         c.command("status", self._cmd_status)
-        c.command("unlock", self._cmd_unlock)
+        c.command("stats", self._cmd_stats, access="view")
+        c.command("unlock", self._cmd_unlock, access="admin")
+        c.command("ping", self._cmd_ping, access="admin")
+        c.command("settings", self._cmd_settings)
+        c.command("nat-transparency", self._cmd_nat_transparency, access="admin")
+        c.command("keys", self._cmd_keys, access="root")
+
+    def _audit(self, record: AuditRecord) -> None:
+        """Every admin and root command, and every refused one, in the event log (class ADMIN)."""
+        admin.audit(self.events, record, time.time())
+
+    async def _cmd_ping(self, args: dict[str, Any]) -> Any:
+        """ICMP echo through the user's tunnel to its assigned address (Administration > Sessions > Ping)."""
+        user = str(args.get("user", ""))
+        session = self._user_sessions(user)[0]
+        return await admin.ping_session(user, session.current, args)
+
+    async def _cmd_settings(self, args: dict[str, Any]) -> Any:
+        return admin.settings_view(self.settings.policy)
+
+    async def _cmd_nat_transparency(self, args: dict[str, Any]) -> Any:
+        """Configuration > Tunneling > IPSec > NAT Transparency: the switches written into the config file (those
+        lines only), then the reload SIGHUP does. New sessions get the new setting; live ones keep theirs."""
+        admin.change_nat_transparency(self.settings.path, self.settings.policy, args, self.reload_or_fail)
+        return admin.settings_view(self.settings.policy)
 
     async def _cmd_sessions(self, args: dict[str, Any]) -> Any:
         assert self.datapath
@@ -296,8 +350,13 @@ class Concentrator:
         return {
             "address": self.settings.address,
             "nat_traversal": self.settings.policy.nat_traversal,
-            "sessions": len(self._sessions()),
+            # Logins past phase 1 (a re-authenticating session counts once); half-open negotiations apart.
+            "sessions": self.endpoint.established_count,
+            "ike_sas": len(self._sessions()),
             "half_open": self.endpoint.half_open,
+            "loop_lag_ms": self.loopwatch.status(),
+            "ike_reads": {"datagrams": self.driver.datagrams if self.driver else 0,
+                          "budget_stops": self.driver.budget_stops if self.driver else 0},
             "refusals": dict(self.endpoint.stats),
             "datapath_drops": dict(self.datapath.stats.drops),
             "datapath": self.datapath.counters(),
@@ -305,6 +364,44 @@ class Concentrator:
             "xauth_backoff": self.endpoint.throttle.status(core_now)["backoff"],
             "xauth_lockouts": views.lockouts(self.endpoint.throttle, core_now, time.time()),
         }
+
+    def stats(self) -> dict[str, Any]:
+        """The statistics (Monitoring > Statistics): IKE, IPsec, NAT-T, per transform, the data path's batching.
+        The one source of the `stats` command, the manager's page and the metrics endpoint."""
+        assert self.datapath is not None and self.driver is not None
+        ep, policy = self.endpoint, self.settings.policy
+        by = views.session_counts(ep, policy.groups)
+        active = sum(n for groups in by.values() for n in groups.values())
+        return {
+            "sessions": {"active": active, "peak": max(ep.peak_sessions, active), "total": ep.total_sessions,
+                         "limit": policy.session_limit, "by": by},
+            "ike": {
+                **self.counters.ike(),
+                "half_open": ep.half_open,
+                "refusals": dict(ep.stats),
+                "send_errors": self.driver.send_errors,
+                "xauth_lockouts": len(ep.throttle.lockouts(asyncio.get_running_loop().time())),
+            },
+            "natt": {
+                "enabled": bool(policy.nat_traversal),
+                "sessions": sum(by.get("IPsec/NAT-T", {}).values()),
+                **self.counters.natt(),
+            },
+            **datapath_sections(self.datapath),
+            "uptime": int(time.time() - self.started_wall),
+        }
+
+    async def _cmd_stats(self, args: dict[str, Any]) -> Any:
+        return self.stats()
+
+    async def _start_metrics(self) -> None:
+        if self.settings.metrics_listen is None:
+            return
+        # prometheus-client and aiohttp are loaded only by a daemon that serves metrics.
+        from natt_daemons.common import metrics
+
+        self.metrics = await metrics.serve(metrics.ConcentratorCollector(self.stats), self.settings.metrics_listen,
+                                           log)
 
     async def _cmd_unlock(self, args: dict[str, Any]) -> Any:
         """Clear failed XAUTH logins and lockouts: of a user, a source address, both, or (all: true) everyone."""
@@ -317,6 +414,15 @@ class Concentrator:
         self.events.unlocked(time.time(), user, source, cleared)
         log.info("XAUTH unlock (user=%s, source=%s, all=%s): %d cleared", user, source, everything, cleared)
         return {"cleared": cleared}
+
+    async def _cmd_keys(self, args: dict[str, Any]) -> Any:
+        """Wireshark's IKEv1 and ESP decryption tables for the live SAs, written into args["wireshark"] (root only:
+        the files hold every session's keys; only the counts are logged and returned)."""
+        assert self.datapath
+        done = await export_keys(args, self.endpoint.sas, self.datapath.table)
+        log.warning("Wireshark key tables written to %s: %d IKE SA(s), %d ESP SA(s)", done["directory"],
+                    done["ike_sas"], done["esp_sas"])
+        return done
 
 
 def _no_phase1_rekey(user: str, found: list[views.Session], now: float, core_now: float) -> str:

@@ -91,6 +91,21 @@ def _protocol(sa: IkeSA) -> str:
     return "IPsec/UDP" if sa.cisco_udp_port is not None else "IPSec"
 
 
+PROTOCOLS = ("IPSec", "IPsec/NAT-T", "IPsec/UDP")  # the Protocol column's values (_protocol)
+
+
+def session_counts(ep: IkeEndpoint, groups: Iterable[str]) -> dict[str, dict[str, int]]:
+    """Live sessions, protocol → group → count, as the Sessions page counts them: every protocol with every
+    configured group (0 where none), and any other group that still has sessions (one a reload removed)."""
+    counts = {p: dict.fromkeys(sorted(groups), 0) for p in PROTOCOLS}
+    for session in group_sessions(ep.sas.values()):
+        sa = session.current
+        by_group = counts.setdefault(_protocol(sa), {})
+        group = sa.group.name if sa.group else ""
+        by_group[group] = by_group.get(group, 0) + 1
+    return counts
+
+
 def _children(session: Session, table: SaTable) -> list[tuple[IkeSA, Inbound]]:
     """Every installed pair of the session, across its IKE SAs (superseded ones included until removed)."""
     return [(sa, entry) for sa in session.sas for entry in table.children(sa.id)]

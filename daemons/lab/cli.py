@@ -56,22 +56,37 @@ def net_up(prefix: str) -> None:
 @main.command()
 @prefix_option
 @click.option("--configs", default="configs", show_default=True, type=click.Path(exists=True, file_okay=False),
-              help="folder with concentrator.toml, pat.toml, client1.toml, client2.toml")
-def up(prefix: str, configs: str) -> None:
+              help="folder with concentrator.toml, pat.toml, client1.toml, client2.toml (used as they are)")
+@click.option("--nat-transparency", "nat_t", type=click.Choice(["on", "off"]),
+              help="set the concentrator's nat_traversal (default: as the configs say); off is the seed's failure "
+                   "case: the clients connect and pass no data, and the lab shows why and how to fix it")
+@click.option("--manager", is_flag=True, help="also start natt-manager (the web pages) in the concentrator's "
+                                              "namespace, on its private address only")
+def up(prefix: str, configs: str, nat_t: str | None, manager: bool) -> None:
     """The whole seed scenario: network, PAT gateway, concentrator, both clients connected, traffic checked."""
     from pathlib import Path
 
-    from natt_daemons.lab import scenario
+    from natt_daemons.lab import manager as web_manager
+    from natt_daemons.lab import scenario, seedcase
 
     _need_root()
+    wanted = scenario.ScenarioConfig(nat_traversal=None if nat_t is None else nat_t == "on")
     try:
-        sc = scenario.bring_up(prefix, Path(configs), out=click.echo)
+        sc = scenario.bring_up(prefix, Path(configs), out=click.echo, config=wanted)
+        diagnosis = seedcase.diagnosis_text(sc) if sc.no_traffic else ""
+        if manager:
+            web_manager.start(sc)
     except Exception as e:
         click.echo(f"lab failed: {e}", err=True)
         click.echo(f"logs are in {procs.run_dir(prefix)}; remove everything with: make lab-down", err=True)
         raise SystemExit(1) from e
     click.echo(scenario.views_text(sc))
+    if diagnosis:
+        click.echo("")
+        click.echo(diagnosis)
     click.echo(scenario.usage_text(sc))
+    if manager:
+        click.echo(web_manager.usage_text(sc))
 
 
 @main.command()

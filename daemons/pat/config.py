@@ -7,6 +7,7 @@
     port_range = [1025, 65535]         # translated source ports; omit for the kernel's choice
     gateway = "203.0.113.1"            # default route via the outside; omit to leave routes alone
     poll_interval = 3                  # seconds between conntrack polls ("most used", counters)
+    metrics_listen = "127.0.0.1:9102"  # Prometheus endpoint (GET /metrics); omit for none
 
     [inside]
     interface = "inside"
@@ -29,8 +30,10 @@ from natt_daemons.common.config import (
     ALLOW_INSECURE_SECRETS,
     ConfigError,
     Document,
+    ListenAddress,
     SecretAudit,
     interface_name,
+    listen_address,
     optional,
     read_document,
     require,
@@ -48,7 +51,8 @@ _TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 # The keys each table may hold: the one list a reader (and the unknown-key check) goes by. The PAT holds no
 # secret; allow_insecure_secrets is accepted so that one line can go at the top of every natt file.
 TOP_KEYS = frozenset({"pat", "inside", "outside", ALLOW_INSECURE_SECRETS})
-PAT_KEYS = frozenset({"table", "control_socket", "esp_passthrough", "port_range", "gateway", "poll_interval"})
+PAT_KEYS = frozenset({"table", "control_socket", "esp_passthrough", "port_range", "gateway", "poll_interval",
+                      "metrics_listen"})
 INTERFACE_KEYS = frozenset({"interface", "address", "network"})
 _IN_INTERFACE = {k: f"'{k}' belongs in [inside] or [outside]" for k in INTERFACE_KEYS}
 _IN_PAT = {k: f"'{k}' belongs in [pat]" for k in PAT_KEYS}
@@ -78,6 +82,7 @@ class PatSettings:
     control_socket: str
     poll_interval: float
     secrets: SecretAudit = field(default_factory=SecretAudit, repr=False)  # nothing to hold; here for uniformity
+    metrics_listen: ListenAddress | None = None  # the Prometheus endpoint (read at start only); None: none
 
     @property
     def inside_network(self) -> str:
@@ -169,4 +174,5 @@ def load(path: str | Path) -> PatSettings:
         control_socket=socket_path(optional(p, "control_socket", str, DEFAULT_SOCKET, where), where),
         poll_interval=float(poll),
         secrets=audit,
+        metrics_listen=listen_address(p, "metrics_listen", where),
     )

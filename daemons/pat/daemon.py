@@ -26,7 +26,7 @@ import socket
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.rtnl.ndmsg import NUD_NOARP, NUD_PERMANENT, states
@@ -37,6 +37,9 @@ from natt_daemons.common.control import ControlError, ControlServer
 from natt_daemons.pat import nft
 from natt_daemons.pat.config import PatSettings, load
 from natt_daemons.pat.conntrack import XlateTracker, dump_translations
+
+if TYPE_CHECKING:
+    from natt_daemons.common.metrics import MetricsServer
 
 log = logging.getLogger("natt.pat")
 
@@ -148,6 +151,7 @@ class PatDaemon:
         self._table_missing = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._serving = False  # the control socket is ours to remove only once we made it
+        self.metrics: MetricsServer | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -191,6 +195,7 @@ class PatDaemon:
         self._register_commands()
         await self.control.start()
         self._serving = True
+        await self._start_metrics()
         try:
             await self.refresh()
         except nft.NETLINK_ERRORS as e:  # the gateway works without its views; the poll tries again
@@ -210,6 +215,8 @@ class PatDaemon:
         if self._serving:
             self._serving = False
             await self.control.close()
+        if self.metrics is not None:
+            await self.metrics.close()
         ok = True
         async with self._lock:
             if self._installed is not None:
@@ -365,8 +372,14 @@ class PatDaemon:
 
     async def _cmd_stats(self, args: dict[str, Any]) -> Any:
         await self._fresh()
+        return self.stats()
+
+    def stats(self) -> dict[str, Any]:
+        """Translations and counters as of the last look at conntrack and the table (`refresh`): the `stats` command
+        and the metrics endpoint."""
         esp_drop = self.counter(nft.RULE_ESP_DROP)
         esp_pass = self.counter(nft.RULE_ESP_PASS)
+        rules = {name: self.counter(name) for name in (nft.RULE_MASQ, nft.RULE_ESP_DROP, nft.RULE_ESP_PASS)}
         return {
             "translations_created": self.counter(nft.RULE_MASQ)[0],
             "translations_seen": self.tracker.seen,
@@ -378,7 +391,19 @@ class PatDaemon:
             "esp_forwarded_packets": esp_pass[0],
             "esp_forwarded_bytes": esp_pass[1],
             "table_present": not self._table_missing,
+            "esp_passthrough": self.settings.esp_passthrough,
+            "rules": {name: {"packets": c[0], "bytes": c[1]} for name, c in rules.items()},
         }
+
+    async def _start_metrics(self) -> None:
+        if self.settings.metrics_listen is None:
+            return
+        # prometheus-client and aiohttp are loaded only by a daemon that serves metrics.
+        from natt_daemons.common import metrics
+
+        # Each scrape reads conntrack and the rule counters afresh, as `natt-pat stats` does.
+        self.metrics = await metrics.serve(metrics.PatCollector(self.stats), self.settings.metrics_listen, log,
+                                           before=self.refresh)
 
     async def _cmd_status(self, args: dict[str, Any]) -> Any:
         s = self.settings

@@ -282,8 +282,9 @@ class EspSA:
             raise CryptoError(f"{transform.name}: CBC without an HMAC is not supported")
         # The cipher and MAC contexts (about 3 KB of OpenSSL memory per SA, more than everything else a
         # session holds) are built on the SA's first packet: a concentrator's many idle sessions, and the
-        # SAs a client never sends on, do not pay for them.
-        self._keys: bytes | None = bytes(keymat)
+        # SAs a client never sends on, do not pay for them. The KEYMAT itself stays (tens of bytes): the root-only
+        # Wireshark key export (natt.wireshark) reads it.
+        self._keys = bytes(keymat)
         self._engine: _GcmEngine | _CbcEngine | None = None
 
     def __repr__(self) -> str:
@@ -297,12 +298,16 @@ class EspSA:
     def _start(self) -> _GcmEngine | _CbcEngine:
         """The contexts, on first use (see __init__)."""
         keymat, t = self._keys, self.transform
-        assert keymat is not None
         enc_key, auth_key = keymat[: t.enc_key_len], keymat[t.enc_key_len :]
         engine = self._engine = (
             _GcmEngine(t, enc_key) if t.is_aead else _CbcEngine(t, enc_key, auth_key, self._outbound))
-        self._keys = None
         return engine
+
+    @property
+    def keymat(self) -> bytes:
+        """The KEYMAT this direction was built from: encryption key (with the GCM salt), then authentication key
+        (RFC 2409 5.5). Read only by the Wireshark key export; never logged or shown."""
+        return self._keys
 
     @property
     def _next_iv(self) -> bytes | None:

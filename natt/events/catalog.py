@@ -381,6 +381,9 @@ PEER_NOT_RESPONDING = _natt("PEER_NOT_RESPONDING", _C.IKE, 522, 3,
                             "No answer from {peer} after the last retransmission; giving up ({detail})")
 RETRANSMITTING = _natt("RETRANSMITTING", _C.IKEDBG, 523, 7,
                        "Retransmitting the last {exchange} message (msgid={msgid:x}), attempt {attempt}")
+# The client's own line for a timer's resend (the VPN Client: "Retransmitting last packet!"), at Info level.
+RESENDING = _natt("RESENDING", _C.IKE, 536, 4,
+                  "No answer yet: retransmitting {what} to {peer} (resend {attempt})")
 CONNECTION_TERMINATED = _natt("CONNECTION_TERMINATED", _C.CM, 524, 4, "Connection terminated: {reason}")
 # Free text, for a diagnosis no entry above words; prefer a named entry.
 DIAGNOSIS = _natt("DIAGNOSIS", _C.IKE, 525, 3, "{text}")
@@ -406,9 +409,26 @@ REAUTHENTICATED = _natt("REAUTHENTICATED", _C.IKE, 533, 4,
 PHASE2_REKEYED = _natt("PHASE2_REKEYED", _C.IKE, 534, 4,
                        "IPSec SA rekeyed ({who}): new Inbound SPI = 0x{inbound_spi:x}, Outbound SPI = "
                        "0x{outbound_spi:x}, replacing 0x{old_spi:x}; lifetime {lifetime} s")
+# One line an interval while call admission sheds a flood of first messages (natt/ike/admission.py); never one
+# line a packet. dropped: "reason count, ..."; top: the sources dropped most.
+IKE_OVERLOAD = _natt("IKE_OVERLOAD", _C.IKE, 535, 3,
+                     "Phase 1 overload: {total} first messages dropped in {seconds} s before any DH ({dropped}); "
+                     "{evicted} half-open SAs gave way to newcomers; {sources} sources, most: {top}; "
+                     "{half_open} half-open now", shows_peer=False)
 XAUTH_UNLOCKED = _natt("XAUTH_UNLOCKED", _C.AUTH, 531, 4,
                        "Administrator cleared the XAUTH failure counts and lockouts of {what}: {cleared} cleared",
                        shows_peer=False)
+
+# ---- the audit trail of the control socket (natt_daemons.common.control) --------------------------------------
+# actor: who the caller says acts ("manager:admin"), else the login name of the peer's uid; uid and pid: the
+# peer's, from the kernel (SO_PEERCRED). target: the command's arguments ("user=vpnclient1"), secrets masked.
+ADMIN_COMMAND = _natt("ADMIN_COMMAND", _C.ADMIN, 540, 4,
+                      "Administrator command {command} by {actor} (uid {uid}, pid {pid}): {target}: {outcome}",
+                      shows_peer=False)
+# needs: the access class the command needs ("admin", "root").
+ADMIN_REFUSED = _natt("ADMIN_REFUSED", _C.ADMIN, 541, 3,
+                      "Refused command {command} from {actor} (uid {uid}, pid {pid}): it needs {needs} access",
+                      shows_peer=False)
 
 
 def _collect() -> dict[str, Message]:

@@ -76,11 +76,12 @@ def _decode_chain(types: tuple[int, ...], terminated: bool) -> str:
 
 class IkeLogger:
     def __init__(self, role: str, capacity: int = 10000, *, reveal_secrets: bool = False,
-                 max_severity: int = 13) -> None:
+                 max_severity: int = 13, rate_limit: float = 0.0) -> None:
         if role not in ("concentrator", "client"):
             raise ValueError(f"role {role!r}")
         self.role = role
-        self.log = EventLog(capacity, reveal_secrets=reveal_secrets, max_severity=max_severity)
+        self.log = EventLog(capacity, reveal_secrets=reveal_secrets, max_severity=max_severity,
+                            rate_limit=rate_limit)
         self._children_up: dict[int, int] = {}  # session → its child SAs so far (the client's wording)
         self._session_of: dict[int, int] = {}  # IKE SA → its session
         self._attempted: set[int] = set()
@@ -112,9 +113,25 @@ class IkeLogger:
     def _log_time(self, core_time: float, now: float) -> float:
         return core_time if self._core_now is None else now + (core_time - self._core_now)
 
+    def _on_Overload(self, e: E.Overload, now: float, sa: IkeSA | None) -> None:
+        dropped = ", ".join(f"{reason} {count}" for reason, count in e.dropped)
+        top = ", ".join(f"{source} ({count})" for source, count in e.top) or "none"
+        self.log.emit(C.IKE_OVERLOAD, now, total=sum(c for _r, c in e.dropped), seconds=e.seconds, dropped=dropped,
+                      evicted=e.evicted, sources=e.sources, top=top, half_open=e.half_open)
+
     def unlocked(self, now: float, user: str | None, source: str | None, cleared: int) -> None:
         """The audit line of an operator's unlock (natt-concentrator unlock)."""
         self.log.emit(C.XAUTH_UNLOCKED, now, what=C.unlock_scope(user, source), cleared=cleared)
+
+    def admin_command(self, now: float, *, command: str, actor: str, uid: int, pid: int, target: str,
+                      outcome: str) -> None:
+        """The audit line of an admin command on the control socket, done or failed."""
+        self.log.emit(C.ADMIN_COMMAND, now, command=command, actor=actor, uid=uid, pid=pid, target=target,
+                      outcome=outcome)
+
+    def admin_refused(self, now: float, *, command: str, actor: str, uid: int, pid: int, needs: str) -> None:
+        """The audit line of a command refused for want of access."""
+        self.log.emit(C.ADMIN_REFUSED, now, command=command, actor=actor, uid=uid, pid=pid, needs=needs)
 
     def first_data(self, spi: int, sa_id: int, now: float) -> None:
         if self.role == "concentrator":
@@ -130,6 +147,11 @@ class IkeLogger:
             if e.exchange:  # a cached reply answered a retransmitted request
                 self.log.emit(C.RETRANSMITTING, now, e.peer, exchange=EXCHANGE_NAMES.get(e.exchange, e.exchange),
                               msgid=e.message_id, attempt=1)
+            elif self.role == "client":  # our timer resent a message the peer has not answered
+                self.log.emit(C.RESENDING, now, e.peer, what=e.what or "the last message", attempt=e.attempt)
+            else:
+                self.log.emit(C.RETRANSMITTING, now, e.peer, exchange=e.what or "last", msgid=e.message_id,
+                              attempt=e.attempt)
             return
         if self.role == "client":
             if e.exchange in (ExchangeType.AGGRESSIVE, ExchangeType.IDENTITY_PROTECTION) and \

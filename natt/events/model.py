@@ -60,6 +60,7 @@ class EventClass(StrEnum):
     XAUTH = "XAUTH"
     NAT = "NAT"
     DPD = "DPD"
+    ADMIN = "ADMIN"  # the audit trail of the control socket's admin commands
 
 
 def severity_category(severity: int) -> str:
@@ -108,6 +109,7 @@ CLIENT_FACILITY: dict[EventClass, int] = {
     EventClass.NAT: 0x3B0,
     EventClass.DPD: 0x3C0,
     EventClass.AUTH: 0x3D0,
+    EventClass.ADMIN: 0x3E0,
 }
 # Debug and decode classes share their parent's facility.
 for _debug, _parent in ((EventClass.IKEDBG, EventClass.IKE), (EventClass.IKEDECODE, EventClass.IKE),

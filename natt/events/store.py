@@ -51,12 +51,50 @@ def printable(text: str | None) -> str | None:
                             else f"\\u{ord(m.group()):04x}", text)
 
 
+RATE_BURST = 5  # a rate-limited event may come this many seconds' worth at once
+SUPPRESSED_INTERVAL = 10.0  # one summary of held repeats per event per this many seconds at most
+SUPPRESSED_TEMPLATE = ("{count} more {name} events in {seconds} s not logged one by one (over {limit} a second); "
+                       "from {peers} peers, most: {top}")
+MAX_SUPPRESSED_PEERS = 1024
+
+
+class _Suppressed:
+    """Repeats of one event held back by the rate limit: their count and who sent them (bounded)."""
+
+    __slots__ = ("count", "message", "overflow", "peers", "since")
+
+    def __init__(self, message: Message, since: float) -> None:
+        self.message, self.since = message, since
+        self.count = 0
+        self.peers: Counter[str] = Counter()
+        self.overflow = False
+
+    def note(self, peer: str | None) -> None:
+        self.count += 1
+        if peer is None:
+            return
+        if peer in self.peers or len(self.peers) < MAX_SUPPRESSED_PEERS:
+            self.peers[peer] += 1
+        else:
+            self.overflow = True
+
+
 class EventLog:
     """A sans-IO event log: the caller passes the time of every event."""
 
-    def __init__(self, capacity: int = 10000, *, reveal_secrets: bool = False, max_severity: int = 13) -> None:
+    def __init__(self, capacity: int = 10000, *, reveal_secrets: bool = False, max_severity: int = 13,
+                 rate_limit: float = 0.0) -> None:
         if capacity < 1:
             raise ValueError("an event log holds at least one entry")
+        if rate_limit < 0:
+            raise ValueError("a log rate limit is >= 0 (0: none)")
+        # Log storms: past `rate_limit` entries a second of one event (class/id; bursts of RATE_BURST times that),
+        # repeats are counted, not written, and summed up in one entry (with its RPT) per SUPPRESSED_INTERVAL.
+        self.rate_limit = rate_limit
+        self._buckets: dict[tuple[EventClass, int], list[float]] = {}  # key → [tokens, last time]
+        self._held: dict[tuple[EventClass, int], _Suppressed] = {}
+        self.suppressed = 0
+        self._summarising = False
         self.capacity = capacity
         # "Events to log" (VPN 3000: 1-5 by default): entries above it are counted, never rendered or kept.
         self.max_severity = max_severity
@@ -94,7 +132,13 @@ class EventLog:
         if scope is not None:
             text = f"{scope}\n{text}"
         key = (message.cls, message.event_id)
-        self._repeats[key] += 1
+        if self._summarising:
+            pass  # a summary of held repeats: they were counted as they came
+        elif self.rate_limit and not self._allowed(key, message, peer, time):
+            self._repeats[key] += 1
+            return None
+        else:
+            self._repeats[key] += 1
         self._last_seq += 1
         entry = LogEntry(
             seq=self._last_seq, time=time, cls=message.cls, event_id=message.event_id,
@@ -106,6 +150,49 @@ class EventLog:
         for listener in list(self.listeners):  # a copy: a listener may unsubscribe itself
             listener(entry)
         return entry
+
+    def _allowed(self, key: tuple[EventClass, int], message: Message, peer: str | None, time: float) -> bool:
+        """The token bucket of this event: True if it may be written now. A held summary goes out first when its
+        interval is over, so counts are told in order."""
+        held = self._held.get(key)
+        if held is not None and time - held.since >= SUPPRESSED_INTERVAL:
+            self._write_summary(key, time)
+        bucket = self._buckets.get(key)
+        burst = self.rate_limit * RATE_BURST
+        if bucket is None:
+            bucket = self._buckets[key] = [burst, time]
+        elif time > bucket[1]:
+            bucket[0] = min(burst, bucket[0] + (time - bucket[1]) * self.rate_limit)
+            bucket[1] = time
+        if bucket[0] >= 1.0:
+            bucket[0] -= 1.0
+            return True
+        held = self._held.get(key)
+        if held is None:
+            held = self._held[key] = _Suppressed(message, time)
+        held.note(peer)
+        self.suppressed += 1
+        return False
+
+    def flush(self, time: float) -> None:
+        """Write the summaries whose interval is over (the daemons call this every few seconds)."""
+        for key in [k for k, h in self._held.items() if time - h.since >= SUPPRESSED_INTERVAL]:
+            self._write_summary(key, time)
+
+    def _write_summary(self, key: tuple[EventClass, int], time: float) -> None:
+        held = self._held.pop(key)
+        top = ", ".join(f"{p} ({n})" for p, n in held.peers.most_common(3)) or "no peer"
+        more = "+" if held.overflow else ""
+        summary = Message(held.message.name, held.message.cls, held.message.event_id, held.message.severity,
+                          SUPPRESSED_TEMPLATE, client_code=held.message.client_code, origin=held.message.origin,
+                          shows_peer=False)
+        self._summarising = True  # the summary itself is never held, nor counted again
+        try:
+            self.emit(summary, time, None, count=held.count, name=held.message.name,
+                      seconds=round(time - held.since, 1), limit=f"{self.rate_limit:g}",
+                      peers=f"{len(held.peers)}{more}", top=top)
+        finally:
+            self._summarising = False
 
     def _structured(self, values: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
         """The values kept for --json: plain scalars, bytes as hex, secrets masked."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from natt.ike.admission import AdmissionSettings
 from natt.ike.throttle import ThrottleSettings
 from natt.wire.constants import (
     CISCO_UDP_PORT,
@@ -131,6 +132,7 @@ class ConcentratorPolicy:
     # (strongSwan's init_limit_half_open, Cisco's "call admission limit ike in-negotiation-sa").
     half_open_limit: int = 2000
     half_open_per_source: int = 50  # per source address: one host cannot take the whole budget
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)  # DH work per second (admission.py)
     xauth_max_tries: int = 3
     xauth_throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
     modecfg_push: bool = False

@@ -16,7 +16,7 @@ import hashlib
 import heapq
 import hmac
 import os
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -35,6 +35,7 @@ from natt.errors import (
     XauthFailed,
 )
 from natt.ike import info, phase1, quick, rules, transaction
+from natt.ike.admission import Admission, OverloadWindow
 from natt.ike.config import ClientProfile, ConcentratorPolicy, GroupPolicy
 from natt.ike.context import Task
 from natt.ike.events import (
@@ -47,6 +48,7 @@ from natt.ike.events import (
     MessageReceived,
     MessageRefused,
     MessageSent,
+    Overload,
     PortFloated,
     Reauthenticated,
     XauthCheck,
@@ -108,7 +110,8 @@ class IkeEndpoint:
         self.now = 0.0
         self.sas: dict[int, IkeSA] = {}
         self._by_cookies: dict[tuple[bytes, bytes], IkeSA] = {}
-        self._half_open: dict[tuple[bytes, tuple[str, int]], IkeSA] = {}
+        # In order of arrival (OrderedDict: O(1) removal anywhere, O(1) oldest), for eviction when full.
+        self._half_open: OrderedDict[tuple[bytes, tuple[str, int]], IkeSA] = OrderedDict()
         self._half_open_by_source: Counter[str] = Counter()
         self._next_id = 1
         self._out: list[Datagram] = []
@@ -127,6 +130,8 @@ class IkeEndpoint:
         # this per-start secret that nobody holds: no group-name oracle (the VPN 3000's 2005 advisory).
         self._decoy_key = rng(32)
         self.throttle = LoginThrottle(policy.xauth_throttle if policy is not None else ThrottleSettings())
+        self.admission = Admission(policy.admission if policy is not None else None)
+        self.overload = OverloadWindow()
         self._tickets: dict[int, int] = {}  # XAUTH credential checks under way: ticket → SA id
         self._members: Counter[int] = Counter()  # session → its live IKE SAs (a re-authentication has two)
         self._established_in: Counter[int] = Counter()  # session → its IKE SAs past phase 1
@@ -189,12 +194,13 @@ class IkeEndpoint:
 
     def get_timer(self) -> float | None:
         heap, due = self._timer_heap, self._due
+        report = self.overload.report_at
         while heap:
             when, sa_id = heap[0]
             if due.get(sa_id) == when:
-                return when
+                return when if report is None else min(when, report)
             heapq.heappop(heap)  # superseded by a later filing of the same SA, or the SA is gone
-        return None
+        return report
 
     def handle_timer(self, now: float) -> None:
         self.now = now
@@ -211,6 +217,15 @@ class IkeEndpoint:
         for sa in fired:
             self._sa_timers(sa)
             self._schedule(sa)
+        report = self.overload.report_at
+        if report is not None and now >= report:
+            self._report_overload(now)
+
+    def _report_overload(self, now: float) -> None:
+        summary = self.overload.take(now)
+        if summary is not None:
+            self.emit(Overload(0, "", summary.seconds, tuple(sorted(summary.dropped.items())), summary.evicted,
+                               summary.sources, summary.top, len(self._half_open)))
 
     def _schedule(self, sa: IkeSA) -> None:
         """File the SA under its earliest deadline (after anything that may have changed its deadlines)."""
@@ -565,12 +580,15 @@ class IkeEndpoint:
         if self.policy is None:
             self.stats["not-a-responder"] += 1
             return None
-        if len(self._half_open) >= self.policy.half_open_limit:
-            self.stats["half-open-limit"] += 1  # dropped unread: no DH, no state, no answer to amplify
-            return None
-        if self._half_open_by_source[remote[0]] >= self.policy.half_open_per_source:
-            self.stats["half-open-per-source-limit"] += 1
-            return None
+        # Call admission (admission.py), cheapest test first; a drop costs no DH, no state, no answer to amplify.
+        holding = self._half_open_by_source[remote[0]]
+        if holding >= self.policy.half_open_per_source:
+            return self._shed("half-open-per-source-limit", remote)
+        refused = self.admission.admit(remote[0], holding, self.now)
+        if refused is not None:
+            return self._shed(refused.value, remote)
+        if len(self._half_open) >= self.policy.half_open_limit and not self._evict_oldest_half_open():
+            return self._shed("half-open-limit", remote)
         # A phase 1 may start on 4500 (a client re-authenticating after NAT-T floated: vpnc, charon): it is
         # answered there, behind the non-ESP marker, or the client (whose socket is bound to 4500) never sees it.
         on_natt = local_port == self.natt_port
@@ -584,6 +602,26 @@ class IkeEndpoint:
         self._half_open_by_source[remote[0]] += 1
         sa.first_remote = remote
         return sa
+
+    def _shed(self, reason: str, remote: tuple[str, int]) -> None:
+        """A first message dropped by call admission: counted, and summed up in one Overload event an interval."""
+        self.stats[reason] += 1
+        self.overload.note(reason, remote[0], self.now)
+        return None
+
+    def _evict_oldest_half_open(self) -> bool:
+        """The half-open table is full: its oldest SA gives way to a newcomer if it has had its chance (a real
+        client finishes phase 1 in one round trip). O(1): the table is in order of arrival."""
+        if not self._half_open:
+            return False
+        oldest = next(iter(self._half_open.values()))
+        if self.now - oldest.created_at < self.admission.settings.evict_after:
+            return False
+        self.stats["half-open-evicted"] += 1
+        self.overload.note_evicted()
+        self.remove_sa(oldest, "phase 1 not completed: half-open table full, the oldest gave way",
+                       Cause.HALF_OPEN_TIMEOUT)
+        return True
 
     def _receive_for(self, sa: IkeSA, header: Header, data: bytes, remote: tuple[str, int],
                      local_port: int) -> None:
@@ -855,7 +893,9 @@ class IkeEndpoint:
                 self.remove_sa(sa, f"peer did not answer {r.what}", Cause.RETRANSMIT_TIMEOUT)
                 return
             self._out.append(r.datagram)
-            self.emit(MessageSent(sa.id, sa.peer, 0, (), False, mid, r.datagram.remote[1], retransmit=True))
+            r.sent += 1
+            self.emit(MessageSent(sa.id, sa.peer, 0, (), False, mid, r.datagram.remote[1], retransmit=True,
+                                  what=r.what, attempt=r.sent))
             r.tries_left -= 1
             r.interval *= 2
             r.next_at = now + r.interval

@@ -51,6 +51,8 @@ class MessageSent(IkeEvent):
     port: int  # remote UDP port
     notifies: tuple[int, ...] = ()
     retransmit: bool = False
+    what: str = ""  # a timer's retransmission: the message resent ("Aggressive Mode message 1") ...
+    attempt: int = 0  # ... and which resend this is (1 = the first)
 
 
 @dataclass(frozen=True)
@@ -224,6 +226,18 @@ class NotifyHint(IkeEvent):
     """An unprotected INVALID-COOKIE / INVALID-SPI from the peer named one of our SAs: we run DPD at once."""
 
     what: str
+
+
+@dataclass(frozen=True)
+class Overload(IkeEvent):
+    """Call admission dropped first messages in the last interval (admission.py): one event sums them up."""
+
+    seconds: float
+    dropped: tuple[tuple[str, int], ...]  # reason → count
+    evicted: int
+    sources: int
+    top: tuple[tuple[str, int], ...]  # the sources dropped most, with their counts
+    half_open: int
 
 
 @dataclass(frozen=True)

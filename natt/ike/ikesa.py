@@ -65,6 +65,7 @@ class Retransmit:
     interval: float
     tries_left: int
     what: str
+    sent: int = 0  # resends so far
 
 
 @dataclass(slots=True)

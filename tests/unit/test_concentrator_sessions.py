@@ -25,7 +25,7 @@ from natt.ike.ikesa import State
 from natt.wire.constants import NATT_PORT, NON_ESP_MARKER, ExchangeType
 from natt.wire.message import Header
 from natt_daemons.common.control import ControlError
-from natt_daemons.common.datapath import Datapath, DatapathStats, SessionTotals
+from natt_daemons.common.datapath import Datapath, DatapathStats, SessionTotals, TransformTotals
 from natt_daemons.concentrator import cli, views
 from natt_daemons.concentrator import config as conc_config
 from natt_daemons.concentrator.daemon import Concentrator
@@ -46,6 +46,7 @@ class SimDatapath(Datapath):
         self.table = node.table
         self.inbound = node.table.inbound
         self.session_totals: dict[int, SessionTotals] = {}
+        self.retired: dict[str, TransformTotals] = {}
         self.stats = DatapathStats()
 
     def install(self, up: ChildSaUp, peer: str) -> Outbound:
