@@ -171,6 +171,10 @@ def _status_text(s: dict[str, Any]) -> str:
         f"Packets decrypted     : {s['packets_decrypted']}",
         f"Packets dropped       : {s['packets_dropped']}",
     ]
+    rt = s.get("retransmissions")
+    if rt:
+        lines.append(f"IKE retransmissions   : {rt['sent']} sent (no answer in time), {rt['answered']} of the "
+                     "gateway's answered again")
     if s.get("traffic"):
         lines.append(f"Traffic for tunnel    : {s['traffic']}")
     if s.get("reconnect_in") is not None:

@@ -638,6 +638,8 @@ class Client:
             "reconnects": self.reconnects,
             "reconnect_attempt": self.reconnect_attempt,
             "loop_lag_ms": self.loopwatch.status(),
+            "retransmissions": {"sent": self.ike_counters.retransmissions,
+                                "answered": self.ike_counters.retransmits_answered},
             "not_reconnecting": self.not_reconnecting,
             "rekeys": {"phase1": self.reauths, "phase2": self.rekeys_phase2,
                        "phase1_failed": self.reauth_failures},

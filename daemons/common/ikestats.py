@@ -65,7 +65,8 @@ class IkeCounters:
     dpd: Counter[str] = field(default_factory=Counter)  # DPD_KINDS values
     messages_sent: int = 0  # IKE messages, retransmissions included
     messages_received: int = 0
-    retransmissions: int = 0
+    retransmissions: int = 0  # ours: a timer resent a message the peer had not answered
+    retransmits_answered: int = 0  # the peer's: it resent a request, answered again from the reply cache
     keepalives_sent: int = 0  # NAT keepalives (RFC 3948 4), and Cisco IPsec-over-UDP ones
     keepalives_received: int = 0
     natt_negotiated: int = 0  # IKE SAs that negotiated NAT-T (NatDetection)
@@ -85,7 +86,9 @@ class IkeCounters:
         """Count one event of the core."""
         if isinstance(event, MessageSent):
             self.messages_sent += 1
-            if event.retransmit:
+            if event.retransmit and event.exchange:
+                self.retransmits_answered += 1
+            elif event.retransmit:
                 self.retransmissions += 1
         elif isinstance(event, MessageReceived):
             self.messages_received += 1
@@ -154,6 +157,7 @@ class IkeCounters:
             "messages_sent": self.messages_sent,
             "messages_received": self.messages_received,
             "retransmissions": self.retransmissions,
+            "retransmits_answered": self.retransmits_answered,
             "xauth_failures": self.xauth_failures,
         }
 

@@ -73,6 +73,8 @@ def ike_families(ike: Mapping[str, Any]) -> Iterator[Metric]:
                    samples=((["sent"], ike["messages_sent"]), (["received"], ike["messages_received"])))
     yield _counter("natt_ike_retransmissions", "IKE messages sent again for want of an answer",
                    ike["retransmissions"])
+    yield _counter("natt_ike_peer_retransmits_answered", "Requests the peer sent again, answered from the reply cache",
+                   ike["retransmits_answered"])
     yield _counter("natt_xauth_failures", "XAUTH answers refused (each try)", ike["xauth_failures"])
     if "send_errors" in ike:
         yield _counter("natt_ike_send_errors", "IKE datagrams the kernel refused to send", ike["send_errors"])

@@ -47,6 +47,7 @@ def stats_text(r: Mapping[str, Any]) -> str:
     out.append(_line("DPD timeouts", dpd["timeouts"]))
     out.append(_line("messages sent / received", f"{ike['messages_sent']} / {ike['messages_received']}"))
     out.append(_line("retransmissions", ike["retransmissions"]))
+    out.append(_line("peer retransmits answered", ike["retransmits_answered"]))
     if "half_open" in ike:
         out.append(_line("half-open now", ike["half_open"]))
     if "refusals" in ike:

@@ -114,10 +114,22 @@ def requested_changes(args: dict[str, Any], policy: ConcentratorPolicy) -> list[
     return changes
 
 
+def apply_running(policy: ConcentratorPolicy, changes: list[tuple[tuple[str, ...], str, bool]]) -> None:
+    """The switches applied to the configuration in force only (the VPN 3000's running configuration, before
+    "Save"): new sessions get them; a restart or reload goes back to the file."""
+    for table, key, value in changes:
+        if table == ("concentrator",) and key == "nat_traversal":
+            policy.nat_traversal = value
+        elif table[0] == "groups" and key == "ipsec_over_udp":
+            policy.groups[table[1]].ipsec_over_udp = value
+
+
 def change_nat_transparency(path: Path, policy: ConcentratorPolicy, args: dict[str, Any],
-                            reload: Callable[[], None]) -> None:
+                            reload: Callable[[], None], apply: Callable[[], None] = lambda: None) -> dict[str, Any]:
     """Write the switches into the config file (their lines only, comments kept), then `reload` (SIGHUP's). A
-    file the reload refuses is put back as it was, and the old configuration stays in force."""
+    file the reload refuses is put back as it was, and the old configuration stays in force. A file the daemon
+    may not write (the shipped unit's read-only /etc) gets the switches in the running configuration only, and
+    the answer says they are not saved. `apply` then does what a reload does beside the policy (ports)."""
     changes = requested_changes(args, policy)
     try:
         old = path.read_text(encoding="utf-8")
@@ -129,13 +141,22 @@ def change_nat_transparency(path: Path, policy: ConcentratorPolicy, args: dict[s
     except ConfigError as e:
         raise ControlError(str(e)) from e
     except OSError as e:
-        raise ControlError(f"cannot write {path}: {e.strerror or e} (the concentrator's user must be able to "
-                           "write its config file for this switch; or edit it and send SIGHUP)") from e
+        apply_running(policy, changes)
+        apply()
+        why = (f"cannot write {path}: {e.strerror or e}; applied to the running configuration only (a restart "
+               "or reload goes back to the file): to keep it, edit the file (or let the concentrator's user write "
+               "it) and send SIGHUP")
+        log.warning("NAT transparency changed (%s) in the running configuration only: %s", _done(changes), why)
+        return {"saved": False, "note": why}
     try:
         reload()
     except Exception as e:
         if new != old:
             write_config(path, old)
         raise ControlError(f"the changed configuration does not load, so {path} is left as it was: {e}") from e
-    done = ", ".join(f"{'.'.join((*table[1:], key))}={'on' if value else 'off'}" for table, key, value in changes)
-    log.info("NAT transparency changed (%s): %s, reloaded", done, "written" if new != old else "already so")
+    log.info("NAT transparency changed (%s): %s, reloaded", _done(changes), "written" if new != old else "already so")
+    return {"saved": True, "note": f"written to {path} and reloaded"}
+
+
+def _done(changes: list[tuple[tuple[str, ...], str, bool]]) -> str:
+    return ", ".join(f"{'.'.join((*table[1:], key))}={'on' if value else 'off'}" for table, key, value in changes)

@@ -276,6 +276,8 @@ def _settings_text(r: dict[str, Any]) -> str:
     for name, g in r["groups"].items():
         lines.append(f"  IPSec over UDP, group {name:<12}: {'on' if g['ipsec_over_udp'] else 'off'} "
                      f"(UDP {g['ipsec_over_udp_port']})")
+    if "note" in r:
+        lines.append(f"  {'saved' if r.get('saved') else 'NOT SAVED'}: {r['note']}")
     return "\n".join(lines)
 
 

@@ -174,6 +174,7 @@ class Concentrator:
         self.endpoint.policy = new.policy
         # New throttle limits apply at once; the failures and lockouts counted so far stay.
         self.endpoint.throttle.settings = new.policy.xauth_throttle
+        self.endpoint.admission.settings = new.policy.admission  # buckets refill at the new rates from now on
         if self.datapath is not None:
             self._open_ipsec_over_udp(asyncio.get_running_loop())
         self.settings.control_access, self.settings.control_groups = new.control_access, new.control_groups
@@ -294,8 +295,10 @@ class Concentrator:
     async def _cmd_nat_transparency(self, args: dict[str, Any]) -> Any:
         """Configuration > Tunneling > IPSec > NAT Transparency: the switches written into the config file (those
         lines only), then the reload SIGHUP does. New sessions get the new setting; live ones keep theirs."""
-        admin.change_nat_transparency(self.settings.path, self.settings.policy, args, self.reload_or_fail)
-        return admin.settings_view(self.settings.policy)
+        outcome = admin.change_nat_transparency(
+            self.settings.path, self.settings.policy, args, self.reload_or_fail,
+            lambda: self._open_ipsec_over_udp(asyncio.get_running_loop()))
+        return {**admin.settings_view(self.settings.policy), **outcome}
 
     async def _cmd_sessions(self, args: dict[str, Any]) -> Any:
         assert self.datapath
@@ -355,6 +358,8 @@ class Concentrator:
             "ike_sas": len(self._sessions()),
             "half_open": self.endpoint.half_open,
             "loop_lag_ms": self.loopwatch.status(),
+            # IKE messages our timers resent (no answer yet), and peers' resent requests answered from the cache.
+            "retransmissions": {"sent": self.counters.retransmissions, "answered": self.counters.retransmits_answered},
             "ike_reads": {"datagrams": self.driver.datagrams if self.driver else 0,
                           "budget_stops": self.driver.budget_stops if self.driver else 0},
             "refusals": dict(self.endpoint.stats),

@@ -516,9 +516,13 @@ async def natt_submit(request: web.Request) -> web.StreamResponse:
         raise redirect(back) from None
     on = bool(new.get("nat_traversal")) if isinstance(new, dict) else args["nat_traversal"]
     udp = [n for n, g in (new.get("groups") or {}).items() if g.get("ipsec_over_udp")] if isinstance(new, dict) else []
-    admin.flash("ok", f"NAT Transparency saved and the concentrator reloaded: IPSec over NAT-T is "
-                      f"{'on' if on else 'off'}; IPSec over UDP is on for {', '.join(udp) or 'no group'}. Sessions "
-                      "set up before keep their encapsulation until their clients reconnect.")
+    saved = new.get("saved", True) if isinstance(new, dict) else True
+    where = ("saved and the concentrator reloaded" if saved else
+             f"applied to the running configuration, NOT SAVED ({new.get('note', '')})")
+    admin.flash("ok" if saved else "error",
+                f"NAT Transparency {where}: IPSec over NAT-T is {'on' if on else 'off'}; IPSec over UDP is on for "
+                f"{', '.join(udp) or 'no group'}. Sessions set up before keep their encapsulation until their "
+                "clients reconnect.")
     log.info("admin %s set NAT Transparency: nat_traversal=%s, ipsec_over_udp=%s", admin.login, on, udp)
     raise redirect(back)
 

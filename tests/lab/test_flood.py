@@ -159,7 +159,7 @@ def test_flood_of_first_messages_leaves_the_tunnels_and_the_daemon_usable(sc: Sc
           f"client2 reconnect took {(back - out) if out and back else float('nan'):.1f} s, loss outside it "
           f"{outside}")
     print(f"overload log lines: {len(overload)}; log entries in all: {len(log)}; "
-          f"e.g. {overload[0]['text'] if overload else None}")
+          f"first: {overload[0]['text'] if overload else None}")
     assert not poller.failures, poller.failures
     assert max(took) < STATUS_BOUND
     assert lag_max < LAG_BOUND_MS, "one job held the event loop too long"

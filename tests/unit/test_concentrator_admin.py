@@ -62,7 +62,7 @@ def test_a_misspelt_group_key_is_refused(tmp_path: Path) -> None:
 
 def test_the_shipped_config_documents_the_groups_commented() -> None:
     text = (CONFIGS / "concentrator.toml").read_text()
-    assert '# control_group = "natt"' in text and '# control_admin_group = "natt-admin"' in text
+    assert '# control_group = "natt-view"' in text and '# control_admin_group = "natt-admin"' in text
     assert conc_config.load(CONFIGS / "concentrator.toml").control_access == SocketAccess()
 
 
@@ -223,3 +223,28 @@ def test_ping_on_loopback_matches_its_own_replies() -> None:
     assert (a.sent, a.received, len(a.rtt_ms)) == (3, 3, 3)
     assert (b.sent, b.received, len(b.rtt_ms)) == (2, 2, 2)
     assert all(0 <= r < 1000 for r in a.rtt_ms + b.rtt_ms)
+
+
+def test_a_config_the_daemon_may_not_write_gets_the_switch_in_the_running_configuration_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped unit's /etc is read-only: the switch still takes effect for new sessions, and says it is not
+    saved (the VPN 3000's running configuration before Save)."""
+    from natt_daemons.concentrator import admin
+
+    cfg = _conf(tmp_path, "")
+    settings = conc_config.load(cfg)
+    settings.policy.nat_traversal = False
+    before = cfg.read_text()
+
+    def read_only(path: Path, text: str) -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(admin, "write_config", read_only)
+    applied: list[bool] = []
+    out = admin.change_nat_transparency(cfg, settings.policy, {"nat_traversal": True},
+                                        reload=lambda: pytest.fail("nothing was written: no reload"),
+                                        apply=lambda: applied.append(True))
+    assert out["saved"] is False and "running configuration only" in out["note"]
+    assert "Read-only file system" in out["note"]
+    assert settings.policy.nat_traversal is True and applied == [True]
+    assert cfg.read_text() == before

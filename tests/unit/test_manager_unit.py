@@ -23,13 +23,13 @@ pytestmark = pytest.mark.unit
 UNIT = "natt-manager.service"
 SYSUSERS = UNIT_DIR / "sysusers.d" / "natt-manager.conf"
 FAMILIES = {"AF_UNIX", "AF_INET", "AF_INET6"}
-# The concentrator's control-socket groups of the shared contract: natt connects (views), natt-admin acts.
-CONTROL_GROUPS = {"natt", "natt-admin"}
+# The concentrator's control-socket groups: natt-view connects (views), natt-admin acts (not natt: it reads /etc/natt).
+CONTROL_GROUPS = {"natt-view", "natt-admin"}
 ACCEPTED_OPEN = {
     "PrivateNetwork=": "it serves the host's network",
     "PrivateUsers=": "a private user namespace would show the control socket's groups as nobody",
     "RootDirectory=/RootImage=": "installed into the host's Python",
-    "SupplementaryGroups=": "the control socket's groups (natt, natt-admin)",
+    "SupplementaryGroups=": "the control socket's groups (natt-view, natt-admin)",
     "RestrictAddressFamilies=~AF_UNIX": "the control socket, sd_notify",
     "RestrictAddressFamilies=~AF_(INET|INET6)": "HTTPS",
     "DeviceAllow=": "ProtectClock= adds char-rtc r",

@@ -183,7 +183,9 @@ def test_least_privilege(unit: str) -> None:
         "SystemCallArchitectures": "native",
         "SystemCallErrorNumber": "EPERM",
         "RuntimeDirectory": "natt",
-        "RuntimeDirectoryMode": "0700",
+        # traversable, so the manager (group natt-view) reaches the concentrator's socket; each socket keeps its
+        # own mode (0600, or 0660 with control_group)
+        "RuntimeDirectoryMode": "0755",
         # three services share /run/natt: without this, stopping one deletes the others' control sockets
         "RuntimeDirectoryPreserve": "yes",
     }.items():
