@@ -86,6 +86,7 @@ MAX_REPLY_CACHE = 4  # a peer retransmits its latest request(s); two Quick Modes
 # A peer gives up retransmitting well within this (vpnc: 5 tries over ~30 s; strongSwan: ~165 s for IKEv2, 5
 # IKEv1 retransmits within ~60 s by default); after it, cached replies only cost memory in an idle session.
 REPLY_CACHE_TTL = 180.0
+REPLY_REPEATS = 5  # times one cached reply answers copies of its request (a peer retransmits fewer times)
 HALF_OPEN_RETRANSMITS = 2  # times a responder resends a phase 1 reply before the initiator has proven anything
 REAUTH_RETRY = 10.0  # a failed re-authentication is tried again after this, while the old SA lives
 HINTS_PER_SECOND = 50  # INVALID-COOKIE / INVALID-SPI notifies sent to unknown peers, in all
@@ -437,6 +438,7 @@ class IkeEndpoint:
             sa.replies[_digest(in_reply_to)] = dgram
             sa.replied_at = self.now
             while len(sa.replies) > MAX_REPLY_CACHE:
+                sa.replies_answered.pop(next(iter(sa.replies)), None)
                 sa.replies.pop(next(iter(sa.replies)))
         return dgram
 
@@ -627,9 +629,20 @@ class IkeEndpoint:
                      local_port: int) -> None:
         """Authenticate, then commit: the table, decryption, parsing and the HASH come first; only a message that
         passed them all moves the IV chain, retransmission state, liveness or the peer's address."""
-        cached = sa.replies.get(_digest(data))
+        digest = _digest(data)
+        cached = sa.replies.get(digest)
         if cached is not None:
-            # A retransmitted request: answer with the same reply, do not process it again.
+            # A retransmitted request: answer with the same reply, do not process it again. The answer goes where
+            # the copy came from (a peer whose NAT mapping just changed still gets it), a few times at most: a
+            # captured request replayed from elsewhere must not make us send the reply to the peer again and
+            # again (a reflector, and a stream of out-of-place answers from the peer).
+            answered = sa.replies_answered.get(digest, 0)
+            if answered >= REPLY_REPEATS:
+                self.stats["retransmit-not-answered"] += 1
+                return
+            sa.replies_answered[digest] = answered + 1
+            if remote != cached.remote:
+                cached = replace(cached, remote=remote)
             self._out.append(cached)
             self.emit(MessageSent(sa.id, sa.peer, header.exchange, (), True, header.message_id,
                                   cached.remote[1], retransmit=True))
@@ -877,6 +890,7 @@ class IkeEndpoint:
         now = self.now
         if sa.replies and now - sa.replied_at > REPLY_CACHE_TTL:
             sa.replies.clear()
+            sa.replies_answered.clear()
         for mid, r in list(sa.pending.items()):
             if now < r.next_at:
                 continue

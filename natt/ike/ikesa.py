@@ -186,6 +186,7 @@ class IkeSA:
     quick_modes: dict[int, QuickModeState] = field(default_factory=dict)
     pending: dict[int, Retransmit] = field(default_factory=dict)  # by message ID (0 = phase 1)
     replies: dict[bytes, Datagram] = field(default_factory=dict)  # received request bytes → our reply
+    replies_answered: dict[bytes, int] = field(default_factory=dict)  # ... and how many copies it answered
     replied_at: float = 0.0  # when the last reply was cached (the cache empties REPLY_CACHE_TTL later)
     transactions: dict[int, str] = field(default_factory=dict)  # message ID → what we wait for
     established_at: float | None = None

@@ -105,6 +105,11 @@ class Captured:
         return c
 
 
+def write_record(f: BinaryIO, wall: float, kind: str, port: int, data: bytes) -> None:
+    f.write(_RECORD.pack(wall, KINDS.index(kind), port, len(data)))
+    f.write(data)
+
+
 def read_record(path: Path) -> Iterator[tuple[float, str, int, bytes]]:
     """(wall time, kind, port, datagram) of every datagram a --record file holds."""
     with path.open("rb") as f:
@@ -165,7 +170,9 @@ class LiveFuzz:
                 data, op = base, "verbatim"
             else:
                 data, op = self.mut.mutate(base, self.pool)
-                if op != "junk" and len(data) >= COOKIES:
+                if op == "junk":
+                    data = base[:COOKIES] + data  # the live SA's cookies, then anything
+                elif len(data) >= COOKIES:
                     data = base[:COOKIES] + data[COOKIES:]  # the live SA's cookies, whatever else changed
             port = r.choice((NATT_PORT, NATT_PORT, IKE_PORT))
             if port == NATT_PORT:
@@ -195,8 +202,7 @@ def run(fuzz: LiveFuzz, sender: Sender, seconds: float, rate: float, max_packets
                 kind, port, data = fuzz.next()
                 sender.send(data, port, fuzz.rng.randrange(1 << 16))
                 if record is not None:
-                    record.write(_RECORD.pack(wall, KINDS.index(kind), port, len(data)))
-                    record.write(data)
+                    write_record(record, wall, kind, port, data)
                 sent += 1
                 sent_bytes += len(data)
                 if sent % DRAIN_EVERY == 0:

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-ETH_P_IP = 0x0800
+ETH_P_ALL = 0x0003  # outgoing frames too (a socket bound to ETH_P_IP sees only incoming ones)
 ETH_HEADER = 14
 UDP = 17
 NATT_PORT = 4500
@@ -48,7 +48,7 @@ def classify(frame: bytes, address: bytes) -> tuple[str, bytes] | None:
 
 
 def capture(iface: str, address: str, seconds: float, max_packets: int) -> list[tuple[str, bytes]]:
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP))
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     s.bind((iface, 0))
     s.setblocking(False)
     want = socket.inet_aton(address)

@@ -78,6 +78,10 @@ def _spi_pairs(sc: Scenario, user: str) -> tuple[list[int], set[tuple[str, str]]
             {(c["inbound_spi"], c["outbound_spi"]) for s in view for c in s["ipsec"] if not c["replaced"]})
 
 
+def _captured_ike(path: Path) -> list[bytes]:
+    return [bytes.fromhex(line[4:]) for line in path.read_text().splitlines() if line.startswith("ike ")]
+
+
 def _peers(sc: Scenario) -> dict[str, tuple[str, int]]:
     """Each user's public address and port as the concentrator's sessions view shows them."""
     rows = call(sc.socket("concentrator"), "sessions")["remote_access"]
@@ -195,6 +199,14 @@ def test_live_fuzz_leaves_tunnels_daemon_and_logs_intact(sc: Scenario) -> None:
     summaries = [" | ".join(e["text"].splitlines()) for e in entries if "not logged one by one" in e["text"]]
     for text in summaries[:6]:
         print(f"  summary: {text}")
+    exchanges = Counter((d[18], "encrypted" if d[19] & 1 else "plain") for d in _captured_ike(captured))
+    print(f"captured IKE (exchange type, protection): {dict(exchanges)}")
+    theirs = [e for e in entries if e.get("peer") == ADDR.pat_outside]
+    print(f"entries naming the clients' public address {ADDR.pat_outside}: "
+          f"{dict(Counter(e['name'] for e in theirs).most_common())}")
+    for name in sorted({e["name"] for e in theirs}):
+        e = next(e for e in theirs if e["name"] == name)
+        print(f"  e.g. {' | '.join(e['text'].splitlines())[:300]}")
     print(f"log file: {len(new_lines)} lines in {window:.1f} s ({len(new_lines) / window:.1f}/s, bound "
           f"{LOG_FILE_BOUND:g}/s)")
     for line in new_lines[:3]:

@@ -1,0 +1,51 @@
+"""The reply cache under replay (found by the live fuzz against the lab): a captured request sent again from
+elsewhere is answered to where it came from, a few times at most, and never reflected to the real peer."""
+
+from __future__ import annotations
+
+import pytest
+
+from natt.ike.endpoint import REPLY_REPEATS
+from natt.ike.events import ChildSaUp
+from natt.wire.constants import NON_ESP_MARKER, ExchangeType
+from tests.protocol.conftest import make_policy, make_profile
+from tests.protocol.sim import Network
+
+pytestmark = pytest.mark.protocol
+
+ATTACKER = ("192.0.2.66", 4500)
+
+
+def _exchange(data: bytes, port: int) -> int | None:
+    """The ISAKMP exchange type of a datagram to `port` (behind the non-ESP marker on 4500), None for ESP."""
+    if port != 500:
+        if not data.startswith(NON_ESP_MARKER):
+            return None
+        data = data[len(NON_ESP_MARKER):]
+    return data[18] if len(data) > 18 else None
+
+
+def test_a_replayed_quick_mode_is_answered_to_its_sender_a_few_times_and_never_to_the_peer() -> None:
+    net = Network(make_policy())
+    net.add_client("client1", "203.0.113.20")
+    net.connect("client1", make_profile())
+    net.pump()
+    assert len(net.clients["client1"].of(ChildSaUp)) == 2
+    conc = net.concentrator.endpoint
+    # The client's first Quick Mode message 1, as an eavesdropper captured it.
+    qm1 = next(p for p in net.wire if p.src[0] == "203.0.113.20" and _exchange(p.data, p.dst[1])
+               == ExchangeType.QUICK_MODE)
+    port = qm1.dst[1]
+    attacker = (ATTACKER[0], port)
+    # The client's own retransmission is answered to it, as before.
+    conc.receive_datagram(qm1.data, qm1.src, port, net.now)
+    (again,) = conc.datagrams_to_send()
+    assert again.remote == qm1.src
+    # The same bytes replayed from elsewhere, 20 times: answered to the replayer only, and only up to the limit.
+    for _ in range(20):
+        conc.receive_datagram(qm1.data, attacker, port, net.now)
+    out = conc.datagrams_to_send()
+    assert all(d.remote == attacker for d in out)
+    assert len(out) == REPLY_REPEATS - 1  # the client's own copy used one answer
+    assert conc.stats["retransmit-not-answered"] == 20 - (REPLY_REPEATS - 1)
+    assert not any(s == qm1.src for s in [d.remote for d in out]), "the reply was reflected to the client"
