@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=30
 # Two workers, a test file each at a time (module-scoped labs stay in one worker): the lab and interop tests spend
 # most of their time waiting on timers (lifetimes, pings), so two run side by side in each other's idle time.
 PYTEST_WORKERS ?= -n 2 --dist loadfile

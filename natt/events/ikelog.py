@@ -380,7 +380,9 @@ class IkeLogger:
         return [self.as_item(e) for e in entries]
 
     def as_item(self, entry: LogEntry) -> dict[str, Any]:
-        return {**render_json(entry), "text": self.render(entry)}
+        """The JSON of an entry for the control socket: `text` as the device shows it (wrapped at 80 columns on
+        the concentrator), `message` whole (what a program should search)."""
+        return {**render_json(entry), "message": entry.text, "text": self.render(entry)}
 
     def matches(self, entry: LogEntry, args: dict[str, Any]) -> bool:
         return bool(self.log_filter_one(entry, args))

@@ -87,7 +87,9 @@ MAX_REPLY_CACHE = 4  # a peer retransmits its latest request(s); two Quick Modes
 # IKEv1 retransmits within ~60 s by default); after it, cached replies only cost memory in an idle session.
 REPLY_CACHE_TTL = 180.0
 REPLY_REPEATS = 5  # times one cached reply answers copies of its request (a peer retransmits fewer times)
-HALF_OPEN_RETRANSMITS = 2  # times a responder resends a phase 1 reply before the initiator has proven anything
+HALF_OPEN_RETRANSMITS = 5  # times a responder resends a phase 1 reply before the initiator has proven anything
+SETUP_RESEND_CAP = 3.0  # seconds between resends at most while a session sets up ...
+SETUP_RESENDS = 9  # ... and as many resends as fit in HALF_OPEN_TIMEOUT (2, 5, 8, ... 26 s)
 REAUTH_RETRY = 10.0  # a failed re-authentication is tried again after this, while the old SA lives
 HINTS_PER_SECOND = 50  # INVALID-COOKIE / INVALID-SPI notifies sent to unknown peers, in all
 
@@ -430,10 +432,18 @@ class IkeEndpoint:
             t = sa.profile.timers if sa.profile else self.policy.timers if self.policy else None
             base = t.retransmit_base if t else 2.0
             tries = t.retransmit_tries if t else 5
+            cap = None
+            if sa.state is not State.ESTABLISHED or exchange == ExchangeType.QUICK_MODE:
+                # Setting up (phase 1, XAUTH, Mode Config) and any Quick Mode: each has 30 s (HALF_OPEN_TIMEOUT),
+                # so resend at a steady pace within it rather than 2, 4, 8, 16 s: on a lossy link four sends were
+                # too few, and a Quick Mode message 2 given up on left a client "connected" with no SA at the
+                # gateway (issue: hold under faults, the lossy-link lab test).
+                cap, tries = SETUP_RESEND_CAP, max(tries, SETUP_RESENDS)
             if sa.role is Role.RESPONDER and sa.state in PHASE1_STATES:
-                # To a source nobody has authenticated yet (perhaps spoofed): a bounded echo, not five.
+                # To a source nobody has authenticated yet (perhaps spoofed): a bounded echo. Call admission bounds
+                # how many such sources get one at all.
                 tries = min(tries, HALF_OPEN_RETRANSMITS)
-            sa.pending[message_id] = Retransmit(dgram, self.now + base, base, tries, expect)
+            sa.pending[message_id] = Retransmit(dgram, self.now + base, base, tries, expect, cap=cap)
         if in_reply_to is not None:
             sa.replies[_digest(in_reply_to)] = dgram
             sa.replied_at = self.now
@@ -641,7 +651,10 @@ class IkeEndpoint:
                 self.stats["retransmit-not-answered"] += 1
                 return
             sa.replies_answered[digest] = answered + 1
-            if remote != cached.remote:
+            if remote != cached.remote and local_port == cached.local_port:
+                # Only a copy on the socket the reply leaves from: on 4500 the reply is framed behind the non-ESP
+                # marker, on 500 it is not (a client floated to 4500 answers a responder's message-2 resend, which
+                # comes from 500, at the reply's own address).
                 cached = replace(cached, remote=remote)
             self._out.append(cached)
             self.emit(MessageSent(sa.id, sa.peer, header.exchange, (), True, header.message_id,
@@ -911,7 +924,7 @@ class IkeEndpoint:
             self.emit(MessageSent(sa.id, sa.peer, 0, (), False, mid, r.datagram.remote[1], retransmit=True,
                                   what=r.what, attempt=r.sent))
             r.tries_left -= 1
-            r.interval *= 2
+            r.interval = r.interval * 2 if r.cap is None else min(r.interval * 2, r.cap)
             r.next_at = now + r.interval
         if sa.established_at is None and now >= sa.created_at + HALF_OPEN_TIMEOUT:
             self.stats["half-open-timeout"] += 1

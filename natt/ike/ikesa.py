@@ -66,6 +66,7 @@ class Retransmit:
     tries_left: int
     what: str
     sent: int = 0  # resends so far
+    cap: float | None = None  # the interval doubles up to this (None: without bound)
 
 
 @dataclass(slots=True)

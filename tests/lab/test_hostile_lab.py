@@ -247,7 +247,7 @@ def test_claim_from_an_established_session_is_told_invalid_id(campaign: Campaign
     refused = [e for e in campaign.log_entries if e.get("peer") == ADDR.pubclient and e["name"] == "EXCHANGE_REFUSED"]
     for e in refused[:2]:
         print(e["text"])
-    assert [e for e in refused if campaign.victim_address in e["text"]], \
+    assert [e for e in refused if campaign.victim_address in e["message"]], \
         f"no EXCHANGE_REFUSED naming {campaign.victim_address}: {[e['text'] for e in refused]}"
     mine = [r for r in campaign.attacker_rows if r["username"] == ATTACKER_USER]
     assert mine and {r["assigned_ip"] for r in mine} == {res["own_address"]}, campaign.attacker_rows
@@ -295,7 +295,7 @@ def test_concentrator_log_has_the_refusals(campaign: Campaign) -> None:
     refused = [e for e in ours if e["name"] in ("MESSAGE_REFUSED", "EXCHANGE_REFUSED")]
     for e in refused[:6]:
         print(e["text"])
-    qm = [e for e in refused if e["name"] == "MESSAGE_REFUSED" and "Quick Mode" in e["text"]]
+    qm = [e for e in refused if e["name"] == "MESSAGE_REFUSED" and "Quick Mode" in e["message"]]
     assert qm, f"no MESSAGE_REFUSED for a Quick Mode from {ADDR.pubclient}: {[e['text'] for e in ours][-20:]}"
     states = {e["fields"].get("state") for e in qm}
     print(f"{len(qm)} Quick Modes refused (MESSAGE_REFUSED) in states {states}")

@@ -196,7 +196,7 @@ def test_live_fuzz_leaves_tunnels_daemon_and_logs_intact(sc: Scenario) -> None:
           f"{EVENT_LOG_BOUND:g}/s); suppressed since start: see RPT summaries below")
     for (cls, eid, name), n in by_event.most_common(12):
         print(f"  {n:6d}  {cls}/{eid} {name}")
-    summaries = [" | ".join(e["text"].splitlines()) for e in entries if "not logged one by one" in e["text"]]
+    summaries = [e["message"] for e in entries if "not logged one by one" in e["message"]]
     for text in summaries[:6]:
         print(f"  summary: {text}")
     exchanges = Counter((d[18], "encrypted" if d[19] & 1 else "plain") for d in _captured_ike(captured))

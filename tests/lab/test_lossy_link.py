@@ -5,21 +5,24 @@ next to natt-pat's `ip natt_pat`, never inside it): on the forward hook, `numgen
 comes in on "outside" and for what leaves by it, so every IKE message, NAT keepalive and ESP packet between the
 clients and the concentrator is dropped with probability N % in each direction.
 
-At each level both lab clients, ten rounds, in parallel: `disconnect`, then `connect` (a new login: Aggressive Mode,
-XAUTH, Mode Config, Quick Modes; the DELETE of the old session crosses the same lossy link), and the time until the
-client is connected (an IPsec SA up) and until one ping to the server behind the concentrator is answered through
-the tunnel. `pytest -s` prints the distributions, the retransmissions each connect needed (the client's `stats`,
-and what its event log says it resent), automatic reconnects, and any connect the test had to start again.
+At each level both lab clients at the same time, each ten times in a row: `disconnect`, then `connect` (a new login:
+Aggressive Mode, XAUTH, Mode Config, Quick Modes; the DELETE of the old session crosses the same lossy link), and the
+time until the client is connected (an IPsec SA up) and until one ping to the server behind the concentrator is
+answered through the tunnel. `pytest -s` prints the distributions, the retransmissions each connect needed (the
+client's status counters, and what its event log says it resent), automatic reconnects with the reason each failed
+attempt ended, and any connect the test had to start again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import statistics
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,12 +43,15 @@ pytestmark = [
 ]
 
 ROLES = {"client1": CLIENT1, "client2": CLIENT2}
-USERS = {"client1": "vpnclient1", "client2": "vpnclient2"}
 LOSS_TABLE = "natt_loss"  # ours, family inet; natt-pat's own table is `ip natt_pat`
 LEVELS = (20, 40)  # % dropped in each direction on the PAT's outside link
 ROUNDS = 10
-CONNECT_BOUND = {20: 60.0, 40: 90.0}  # seconds: every connect must be up (and answer a ping) within this
-MEDIAN_BOUND = {20: 15.0, 40: 30.0}  # seconds, on the median of the ten rounds x two clients
+CONNECT_BOUND = {20: 60.0, 40: 60.0}  # seconds: every connect must be up, and answer a ping, within this
+# Seconds, on the median of the twenty connects until the first ping answer (one that failed counts as endless): the
+# aim, "within a few retransmission intervals" (2 + 4 + 8 s). Measured on 2026-11-29: at 20 %, 4.1 and 4.5 s before the
+# reply cache answered at the copy's source (36bb4b7), 12.4 s after it, 10.1 s with that fixed; at 40 % endless (7 to 11
+# of 20 connects passed traffic within 60 s).
+MEDIAN_BOUND = {20: 10.0, 40: 30.0}
 PING_DEADLINE = 20.0  # seconds of pinging (every 0.2 s) for the first answer once connected
 
 
@@ -93,15 +99,13 @@ class Connect:
     round: int
     connected: float | None = None  # seconds from `connect` until the client had an IPsec SA up
     traffic: float | None = None  # ... until a ping through the tunnel was answered
-    retransmissions: int = 0  # the client's IKE retransmissions during this connect (stats delta)
+    retransmissions: int = 0  # IKE messages the client's timers resent during this connect
+    answered: int = 0  # the concentrator's resent requests the client answered from its reply cache
     resent: list[str] = field(default_factory=list)  # what the client's log says it resent
     auto_reconnects: int = 0  # sessions the client itself started again (its `reconnects` counter)
     restarts: list[str] = field(default_factory=list)  # connects the test had to ask for again, and why
     errors: list[str] = field(default_factory=list)  # the client's last_error values seen on the way
-
-
-def _stats(sc: Scenario, name: str) -> dict[str, Any]:
-    return call(sc.socket(name), "stats")
+    causes: list[str] = field(default_factory=list)  # why an attempt ended, read from the client's log
 
 
 def _last_seq(sc: Scenario, name: str) -> int:
@@ -113,9 +117,8 @@ def measure_connect(sc: Scenario, name: str, level: int, rnd: int, bound: float)
     """disconnect, connect, then wait (at most `bound` s in all) until connected and one ping is answered."""
     m = Connect(name, level, rnd)
     sock = sc.socket(name)
-    before = _stats(sc, name)
     seq = _last_seq(sc, name)
-    reconnects0 = call(sock, "status")["reconnects"]
+    before = call(sock, "status")
     with contextlib.suppress(ControlError):  # already disconnected (a round before ended badly): connect anyway
         call(sock, "disconnect")
     t0 = time.monotonic()
@@ -139,12 +142,42 @@ def measure_connect(sc: Scenario, name: str, level: int, rnd: int, bound: float)
                                      ADDR.server], timeout=wait + 10)
         if r.returncode == 0:
             m.traffic = time.monotonic() - t0
-    after = _stats(sc, name)
-    m.retransmissions = after["ike"]["retransmissions"] - before["ike"]["retransmissions"]
-    m.auto_reconnects = call(sock, "status")["reconnects"] - reconnects0
-    m.resent = [f"{e['fields'].get('what')}#{e['fields'].get('attempt')}"
-                for e in call(sock, "log", {"since": seq}) if e["name"] == "RESENDING" and e["seq"] > seq]
+    after = call(sock, "status")
+    m.retransmissions = after["retransmissions"]["sent"] - before["retransmissions"]["sent"]
+    m.answered = after["retransmissions"]["answered"] - before["retransmissions"]["answered"]
+    m.auto_reconnects = after["reconnects"] - before["reconnects"]
+    entries = [e for e in call(sock, "log", {"since": seq}) if e["seq"] > seq]
+    m.resent = [f"{e['fields'].get('what')}#{e['fields'].get('attempt')}" for e in entries if e["name"] == "RESENDING"]
+    m.causes = attempt_causes(entries)
     return m
+
+
+def attempt_causes(entries: list[dict[str, Any]]) -> list[str]:
+    """For each attempt in a client's log that ended before it was connected: which message it waited for."""
+    causes: list[str] = []
+    got_am2 = got_trans = False
+    modecfg_sent = 0
+    for e in entries:
+        name, f = e["name"], e["fields"]
+        if name == "IKE_ATTEMPT":
+            got_am2 = got_trans = False
+            modecfg_sent = 0
+        elif name == "ISAKMP_RECEIVING":
+            got_am2 |= str(f.get("exchange", "")).endswith(" AG")
+            got_trans |= str(f.get("exchange", "")).endswith(" TRANS")
+        elif name == "RESENDING" and str(f.get("what", "")).startswith("Mode Config"):
+            modecfg_sent += 1
+        elif name == "CONNECTION_TERMINATED":
+            reason = str(f.get("reason", ""))
+            if reason.startswith("phase 1 not completed"):
+                causes.append("phase 1: AM1 never answered" if not got_am2 else
+                              "phase 1: AM3 sent, no XAUTH request ever came (AM3 lost; the concentrator gave up)"
+                              if not got_trans else "phase 1: XAUTH not done within 30 s")
+            elif reason.startswith("Mode Config not completed"):
+                causes.append(f"Mode Config: no reply within 30 s ({modecfg_sent + 1} requests sent)")
+            elif reason != "user request":
+                causes.append(reason)
+    return causes
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -166,81 +199,85 @@ def sc() -> Iterator[Scenario]:
         yield s
 
 
-def _concentrator_sessions(sc: Scenario) -> dict[str, int]:
-    rows = call(sc.socket("concentrator"), "sessions")
-    rows = rows["remote_access"] if isinstance(rows, dict) else rows
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["username"]] = counts.get(row["username"], 0) + 1
-    return counts
+def _replaced_by_initial_contact(sc: Scenario, since: int) -> list[str]:
+    """The concentrator's log since `since`: sessions a new login's INITIAL-CONTACT replaced (their DELETE from the
+    client was lost on the way)."""
+    log = call(sc.socket("concentrator"), "log", {"since": since, "severity": [1, 5]})
+    return [e["text"].splitlines()[-1] for e in log if e["name"] == "IKE_SA_DELETED" and "INITIAL-CONTACT" in e["text"]]
+
+
+def _client_rounds(sc: Scenario, name: str, level: int, out: list[Connect], failed: list[BaseException]) -> None:
+    """One client's ten connects, back to back (the other client does the same at the same time)."""
+    try:
+        for rnd in range(1, ROUNDS + 1):
+            out.append(measure_connect(sc, name, level, rnd, CONNECT_BOUND[level]))
+    except BaseException as e:  # reported by the test; a thread's exception would be lost
+        failed.append(e)
 
 
 @pytest.mark.parametrize("level", LEVELS)
 def test_connects_over_a_lossy_outside_link(sc: Scenario, level: int) -> None:
-    bound = CONNECT_BOUND[level]
-    results: list[Connect] = []
-    stale: list[str] = []
+    results: dict[str, list[Connect]] = {n: [] for n in ROLES}
+    failed: list[BaseException] = []
     conc_before = sc.status("concentrator")
+    conc_seq = _last_seq(sc, "concentrator")
     set_loss(sc, level)
     t_start = time.monotonic()
     try:
-        for rnd in range(1, ROUNDS + 1):
-            got: dict[str, Connect] = {}
-            failed: list[BaseException] = []
-
-            def one(name: str, rnd: int = rnd, got: dict[str, Connect] = got,
-                    failed: list[BaseException] = failed) -> None:
-                try:
-                    got[name] = measure_connect(sc, name, level, rnd, bound)
-                except BaseException as e:  # reported below; a thread's exception would be lost
-                    failed.append(e)
-
-            threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in ROLES]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(bound + 40)
-            assert not failed, failed
-            results += [got[n] for n in ROLES if n in got]
-            counts = _concentrator_sessions(sc)
-            if any(v > 1 for v in counts.values()):
-                stale.append(f"round {rnd}: {counts}")
+        threads = [threading.Thread(target=_client_rounds, args=(sc, n, level, results[n], failed), daemon=True)
+                   for n in ROLES]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(ROUNDS * (CONNECT_BOUND[level] + 30))
         drops = loss_counters(sc)
     finally:
         set_loss(sc, None)
     took = time.monotonic() - t_start
+    assert not failed, failed
     conc = sc.status("concentrator")
     refusals = {k: v - conc_before["refusals"].get(k, 0) for k, v in conc["refusals"].items()
                 if v != conc_before["refusals"].get(k, 0)}
     conc_retx = conc["retransmissions"]["sent"] - conc_before["retransmissions"]["sent"]
     conc_answered = conc["retransmissions"]["answered"] - conc_before["retransmissions"]["answered"]
+    replaced = _replaced_by_initial_contact(sc, conc_seq)
 
-    connected = [m.connected for m in results if m.connected is not None]
-    traffic = [m.traffic for m in results if m.traffic is not None]
-    print(f"\n== {level} % loss each way on the PAT's outside link: {ROUNDS} rounds x 2 clients in {took:.0f} s; "
+    every = [m for n in ROLES for m in results[n]]
+    connected = [m.connected for m in every if m.connected is not None]
+    traffic = [m.traffic for m in every if m.traffic is not None]
+    print(f"\n== {level} % loss each way on the PAT's outside link: {ROUNDS} connects x 2 clients in {took:.0f} s; "
           f"dropped by the rule: {drops}")
-    print(f"connected (IPsec SA up): {distribution(connected)}")
-    print(f"first ping answered:     {distribution(traffic)}")
-    retx = [m.retransmissions for m in results]
-    print(f"client IKE retransmissions per connect: {retx} (sum {sum(retx)}); concentrator: {conc_retx} resent by "
-          f"its timers, {conc_answered} retransmitted requests answered from its cache; its refusals: {refusals}")
-    for m in results:
+    print(f"connected (IPsec SA up), {len(connected)} of {len(every)}: {distribution(connected)}")
+    print(f"first ping answered,     {len(traffic)} of {len(every)}: {distribution(traffic)}")
+    retx = [m.retransmissions for m in every]
+    print(f"client IKE retransmissions per connect: {retx} (sum {sum(retx)}), and {sum(m.answered for m in every)} "
+          f"resent requests of the concentrator answered from its cache; concentrator: {conc_retx} resent by its "
+          f"timers, {conc_answered} resent requests answered from its cache")
+    print(f"concentrator counters moved: {refusals}")
+    causes = [c for m in every for c in m.causes]
+    print(f"attempts that ended unconnected: {len(causes)}: "
+          + ", ".join(f"{n} x {c}" for c, n in sorted(Counter(causes).items(), key=lambda kv: -kv[1])))
+    print(f"old sessions replaced by the new login's INITIAL-CONTACT (the client's DELETE was lost): {len(replaced)}")
+    for m in every:
         extra = []
         if m.auto_reconnects:
             extra.append(f"auto reconnects {m.auto_reconnects}")
         if m.restarts:
             extra.append(f"connect asked again: {m.restarts}")
-        if m.errors:
-            extra.append(f"errors: {m.errors}")
-        print(f"  r{m.round:02d} {m.name}: connected {m.connected if m.connected is None else round(m.connected, 1)}"
-              f" s, ping {m.traffic if m.traffic is None else round(m.traffic, 1)} s, resent {m.resent}"
+        if m.causes:
+            extra.append(f"attempts ended: {m.causes}")
+        print(f"  {m.name} #{m.round:02d}: connected {_s(m.connected)}, ping {_s(m.traffic)}; resent {m.resent}"
               + (f"; {'; '.join(extra)}" if extra else ""))
-    if stale:
-        print(f"concentrator held more than one session for a user after: {stale}")
 
-    assert len(results) == 2 * ROUNDS
-    late = [(m.round, m.name, m.connected, m.restarts, m.errors) for m in results if m.traffic is None]
-    assert not late, f"connects not passing traffic within {bound:.0f} s: {late}"
-    assert statistics.median(traffic) < MEDIAN_BOUND[level], distribution(traffic)
-    assert all(not m.restarts for m in results), [(m.round, m.name, m.restarts) for m in results if m.restarts]
+    assert all(len(r) == ROUNDS for r in results.values()), {n: len(r) for n, r in results.items()}
     assert sum(drops.values()) > 0, "the loss rule dropped nothing"
+    assert not any(m.restarts for m in every), [(m.name, m.round, m.restarts) for m in every if m.restarts]
+    assert refusals.get("login-limit-refused", 0) == 0, refusals
+    late = [(m.name, m.round, _s(m.connected), m.errors) for m in every if m.traffic is None]
+    assert not late, f"connects not passing traffic within {CONNECT_BOUND[level]:.0f} s: {late}"
+    times = [m.traffic if m.traffic is not None else math.inf for m in every]
+    assert statistics.median(times) < MEDIAN_BOUND[level], distribution(traffic)
+
+
+def _s(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f} s"

@@ -197,7 +197,7 @@ class TestManagerPages:
         flash = b.wait_text(".flash", "Ping vpnclient2")
         assert "3 sent, 3 received" in flash, flash
         log = lab.conc("log", {"classes": ["ADMIN"]})
-        assert any("manager:admin" in e["text"] and "ping" in e["text"] for e in log), log[-3:]
+        assert any("manager:admin" in e["message"] and "ping" in e["message"] for e in log), log[-3:]
 
     def test_logout_without_csrf_token_is_refused(self, lab: Lab) -> None:
         b = lab.browser
@@ -226,7 +226,7 @@ class TestManagerPages:
         assert after["state"] == "connected" and after["reconnects"] == before["client2"]["reconnects"]
         assert after["time_up"] >= before["client2"]["time_up"]  # the same session, not a new one
         assert lab.sc.ping("client2", ADDR.server)
-        audit = [e["text"] for e in lab.conc("log", {"classes": ["ADMIN"]})]
+        audit = [e["message"] for e in lab.conc("log", {"classes": ["ADMIN"]})]
         assert any("logout" in t and "manager:admin" in t and "vpnclient1" in t for t in audit), audit[-3:]
         assert "admin admin logged out user vpnclient1" in lab.manager_log()
 
@@ -234,7 +234,7 @@ class TestManagerPages:
         b = lab.browser
         b.get(lab.url + "sessions")
         token = b.js("return document.querySelector('input[name=csrf]').value")
-        pings = len([e for e in lab.conc("log", {"classes": ["ADMIN"]}) if " ping " in e["text"]])
+        pings = len([e for e in lab.conc("log", {"classes": ["ADMIN"]}) if " ping " in e["message"]])
         # The page keeps polling meanwhile, but polls do not keep a session alive: once it has expired, the
         # next poll is refused (401) and the page goes to the login form by itself.
         procs.wait_for(lambda: "/login" in b.url(), IDLE_TIMEOUT + 10, 1.0, "the open page sent to the login")
@@ -248,7 +248,7 @@ class TestManagerPages:
             f"x.send('csrf={token}'); return [x.status, x.responseText];")
         assert status == 401 and "expired" in text
         assert [c for c in b.cookies() if c["name"] == "__Host-natt_session"], "the cookie was there to be refused"
-        assert len([e for e in lab.conc("log", {"classes": ["ADMIN"]}) if " ping " in e["text"]]) == pings
+        assert len([e for e in lab.conc("log", {"classes": ["ADMIN"]}) if " ping " in e["message"]]) == pings
         assert "with an ended or expired session refused: POST /sessions/vpnclient2/ping" in lab.manager_log()
         assert lab.sc.status("client2")["state"] == "connected"
 

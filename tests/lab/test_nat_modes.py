@@ -37,8 +37,8 @@ def natt_off() -> Iterator[Scenario]:
 
 
 def _log(sc: Scenario, name: str) -> str:
-    """The rendered log with its 80-column wrapping undone (the concentrator's page wraps mid-word)."""
-    return "\n".join(e["text"].replace("\n", "") for e in call(sc.socket(name), "log", {}))
+    """The log's messages, whole (the rendered text wraps at 80 columns, mid-word or at a blank it drops)."""
+    return "\n".join(e["message"].replace("\n", " ") for e in call(sc.socket(name), "log", {}))
 
 
 def test_natt_off_reproduces_the_seed_failure_and_says_why(natt_off: Scenario) -> None:

@@ -190,7 +190,7 @@ def log_lines(sc: Scenario, name: str, since: int, limit: int = 40) -> list[str]
     (80-column wrapping undone)."""
     entries = call(sc.socket(name), "log", {"since": since})
     lines = [f"#{e['seq']} {e['class']} sev={e['severity']} {e['peer']}: {e['text'].replace(chr(10), '')}"
-             for e in entries if e["seq"] > since and _MOVE_WORDS.search(e["text"])]
+             for e in entries if e["seq"] > since and _MOVE_WORDS.search(e["message"])]
     return lines[:limit] + ([f"... {len(lines) - limit} more"] if len(lines) > limit else [])
 
 

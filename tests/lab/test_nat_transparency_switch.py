@@ -57,8 +57,7 @@ def _rows(sc: Scenario) -> dict[str, dict[str, Any]]:
 
 
 def _admin_log(sc: Scenario) -> str:
-    return "\n".join(e["text"].split("\n", 1)[1].replace("\n", "")
-                     for e in call(sc.socket("concentrator"), "log", {"classes": ["ADMIN"]}))
+    return "\n".join(e["message"] for e in call(sc.socket("concentrator"), "log", {"classes": ["ADMIN"]}))
 
 
 def test_nat_transparency_off_then_switched_on(seed_case: tuple[Scenario, subprocess.CompletedProcess[str]]) -> None:

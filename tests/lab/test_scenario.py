@@ -138,7 +138,7 @@ def test_wrong_password_is_refused_and_the_other_client_is_undisturbed(sc: Scena
         procs.wait_for(lambda: "XAUTH" in call(sc.socket("client2bad"), "status").get("last_error", "")
                        if Path(sc.socket("client2bad")).exists() else False, 30, 0.3, "XAUTH refusal")
         log = call(sc.socket("concentrator"), "log", {"classes": ["XAUTH"]})
-        assert any("vpnclient2" in e["text"] and "failed extended authentication" in e["text"] for e in log)
+        assert any("vpnclient2" in e["message"] and "failed extended authentication" in e["message"] for e in log)
         assert sc.status("client1")["state"] == "connected"
         assert sc.ping(CLIENT1, ADDR.server), "client1 is not disturbed"
     finally:
