@@ -913,6 +913,8 @@ class IkeEndpoint:
                     self.stats["quick-mode-timeout"] += 1
                     self.emit(ExchangeFailed(sa.id, sa.peer, f"no answer to {r.what}", None, False,
                                              Cause.RETRANSMIT_TIMEOUT))
+                    if sa.state is State.DELETED:
+                        return  # a set-up Quick Mode that never came ended the session (quick.py)
                     continue
                 self.emit(ExchangeFailed(sa.id, sa.peer, f"no answer to {r.what}", None, True,
                                          Cause.RETRANSMIT_TIMEOUT))

@@ -100,6 +100,7 @@ class QuickModeState:
     remote_selector: str = ""
     dh: DHPrivateKey | None = None
     rekey_of: int | None = None
+    retry: int = 0  # an initiator's set-up Quick Mode started again after its resends ran out: how many times
     reply: Datagram | None = None  # responder: cached HASH(2) message
     chosen: Phase2Proposal | None = None
     encap: int = 0

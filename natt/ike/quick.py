@@ -75,6 +75,7 @@ def _encap_mode(sa: IkeSA) -> int:
 
 
 REKEY_GRACE = 10.0  # seconds a replaced pair still takes inbound ESP before its rekeyer deletes it
+SETUP_QUICK_MODE_RETRIES = 2  # a set-up Quick Mode that ran out of resends is started again this many times
 
 
 def start(ctx: IkeContext, sa: IkeSA, remote_net: str, rekey_of: int | None = None) -> int:
@@ -406,6 +407,16 @@ def quick_mode_gave_up(ctx: IkeContext, sa: IkeSA, message_id: int) -> bool:
     if old is not None and old.delete_at is None and qm.ours and not qm.abandoned:
         old.rekeyed = False
         old.rekey_at = min(old.expires_at, ctx.now + REKEY_GRACE)
+    elif qm.ours and qm.rekey_of is None and not qm.abandoned and sa.role is Role.INITIATOR and \
+            not any(c.remote_selector == qm.remote_selector for c in sa.children.values()):
+        # A tunnel the session set up never came (its messages lost, on a lossy link): without it the client
+        # would be "connected" with no SA for these networks. Start it again a few times; then end the IKE SA, so
+        # that the client reconnects rather than sit in a black hole (found by the lossy-link lab test).
+        if qm.retry >= SETUP_QUICK_MODE_RETRIES:
+            ctx.delete_sa(sa.id, ctx.now, f"Quick Mode for {qm.remote_selector} not answered", Cause.RETRANSMIT_TIMEOUT)
+        else:
+            mid = start(ctx, sa, qm.remote_selector)
+            sa.quick_modes[mid].retry = qm.retry + 1
     return True
 
 
