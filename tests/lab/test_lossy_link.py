@@ -115,6 +115,7 @@ class Connect:
     restarts: list[str] = field(default_factory=list)  # connects the test had to ask for again, and why
     errors: list[str] = field(default_factory=list)  # the client's last_error values seen on the way
     causes: list[str] = field(default_factory=list)  # why an attempt ended, read from the client's log
+    black_hole: dict[str, Any] = field(default_factory=dict)  # connected, no ping answered: both sides' SAs then
 
 
 def _last_seq(sc: Scenario, name: str) -> int:
@@ -151,6 +152,8 @@ def measure_connect(sc: Scenario, name: str, level: int, rnd: int, bound: float)
                                      ADDR.server], timeout=wait + 10)
         if r.returncode == 0:
             m.traffic = time.monotonic() - t0
+        else:
+            m.black_hole = black_hole(sc, name)
     after = call(sock, "status")
     m.retransmissions = after["retransmissions"]["sent"] - before["retransmissions"]["sent"]
     m.answered = after["retransmissions"]["answered"] - before["retransmissions"]["answered"]
@@ -159,6 +162,26 @@ def measure_connect(sc: Scenario, name: str, level: int, rnd: int, bound: float)
     m.resent = [f"{e['fields'].get('what')}#{e['fields'].get('attempt')}" for e in entries if e["name"] == "RESENDING"]
     m.causes = attempt_causes(entries)
     return m
+
+
+USERS = {"client1": "vpnclient1", "client2": "vpnclient2"}
+
+
+def black_hole(sc: Scenario, name: str) -> dict[str, Any]:
+    """A client connected whose pings got no answer: what each side holds for it, to tell where packets stop."""
+    st = call(sc.socket(name), "status")
+    rows = call(sc.socket("concentrator"), "session", {"user": USERS[name]})
+    return {
+        "client": {"state": st["state"], "address": st["assigned_address"], "routes": st.get("routes"),
+                   "drops": st.get("datapath_drops"),
+                   "ipsec": [(c["local"], c["remote"], c["inbound_spi"], c["outbound_spi"], c["packets_encrypted"],
+                              c["packets_decrypted"]) for c in st.get("ipsec", [])]},
+        "concentrator": [{"ipsec": [(c["local_address"], c["remote_address"], c["inbound_spi"], c["outbound_spi"],
+                                     c["packets_received"], c["packets_transmitted"], c["replaced"])
+                                    for c in r.get("ipsec", [])],
+                          "ike_sas": r.get("ike_sas")} for r in rows],
+        "concentrator_drops": sc.status("concentrator").get("datapath_drops"),
+    }
 
 
 def attempt_causes(entries: list[dict[str, Any]]) -> list[str]:
@@ -275,6 +298,8 @@ def test_connects_over_a_lossy_outside_link(sc: Scenario, level: int) -> None:
             extra.append(f"connect asked again: {m.restarts}")
         if m.causes:
             extra.append(f"attempts ended: {m.causes}")
+        if m.black_hole:
+            extra.append(f"NO TRAFFIC; then: {m.black_hole}")
         print(f"  {m.name} #{m.round:02d}: connected {_s(m.connected)}, ping {_s(m.traffic)}; resent {m.resent}"
               + (f"; {'; '.join(extra)}" if extra else ""))
 
@@ -282,7 +307,7 @@ def test_connects_over_a_lossy_outside_link(sc: Scenario, level: int) -> None:
     assert sum(drops.values()) > 0, "the loss rule dropped nothing"
     assert not any(m.restarts for m in every), [(m.name, m.round, m.restarts) for m in every if m.restarts]
     assert refusals.get("login-limit-refused", 0) == 0, refusals
-    late = [(m.name, m.round, _s(m.connected), m.errors) for m in every if m.traffic is None]
+    late = [(m.name, m.round, _s(m.connected), m.errors, m.black_hole) for m in every if m.traffic is None]
     assert not late, f"connects not passing traffic within {CONNECT_BOUND[level]:.0f} s: {late}"
     times = [m.traffic if m.traffic is not None else math.inf for m in every]
     assert statistics.median(times) < MEDIAN_BOUND[level], distribution(traffic)
