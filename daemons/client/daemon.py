@@ -163,7 +163,7 @@ class Client:
         raw = raw_esp()
         self.datapath = Datapath(self.tun.fd, udp, raw, on_ike=self.driver.feed,
                                  on_inbound=lambda sa_id: self.endpoint.note_inbound_traffic(sa_id, loop.time()),
-                                 vnet_hdr=self.tun.vnet_hdr)
+                                 vnet_hdr=self.tun.vnet_hdr, on_unknown_spi=self.driver.unknown_esp)
         self.datapath.start(loop)
         self.loopwatch.start()
         self.register_commands()
@@ -679,7 +679,8 @@ class Client:
         return {
             "client": {"state": self.state, "tunnel_up": connected, "reconnects": self.reconnects,
                        "connected_since": self.connected_at if connected else None},
-            "ike": {**self.ike_counters.ike(), "send_errors": self.driver.send_errors},
+            "ike": {**self.ike_counters.ike(), "send_errors": self.driver.send_errors,
+                    "refusals": dict(self.endpoint.stats)},  # the IKE core's counters, as the concentrator's
             "natt": self.ike_counters.natt(),
             **datapath_sections(self.datapath),
         }

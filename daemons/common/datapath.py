@@ -126,7 +126,7 @@ class Datapath:
         cisco_udp: dict[int, socket.socket] | None = None,
         vnet_hdr: bool = False,
         on_peer_moved: Callable[[int, tuple[str, int]], None] | None = None,
-        on_unknown_spi: Callable[[int, tuple[str, int], int], None] | None = None,
+        on_unknown_spi: Callable[[int, tuple[str, int], int, bytes], bool] | None = None,
     ) -> None:
         self.tun_fd = tun_fd
         # A vnet-header TUN (tun.open_tun(vnet_hdr=True)): TCP segments decrypted back to back go to the
@@ -142,10 +142,12 @@ class Datapath:
         # Authenticated NAT-T ESP from a new address: the IKE core decides whether the peer moved; its
         # PortFloated comes back as update_remote. The data path never moves a NAT-T peer on its own.
         self.on_peer_moved = on_peer_moved
-        # ESP on UDP 4500 for an SPI we do not know: (spi, source, local port), at most one per source and batch,
-        # so IKE may tell the peer (INVALID-SPI: its SA is gone here, after a restart say).
+        # ESP for an SPI we do not know: (spi, source, local port (0: raw ESP), the packet), at most one per source
+        # and batch, for IKE: the SPI may be a Quick Mode's whose HASH(3) was lost (authenticated ESP on it completes
+        # the exchange, and True says the packet can go through now), or gone (after a restart, say: on UDP 4500
+        # IKE may then tell the peer, INVALID-SPI).
         self.on_unknown_spi = on_unknown_spi
-        self._unknown: dict[tuple[str, int], int] = {}
+        self._unknown: dict[tuple[str, int], tuple[int, bytes, socket.socket | None]] = {}
         self.table = SaTable()
         self.inbound: dict[int, Inbound] = self.table.inbound  # the same dict, one attribute away per packet
         self._alive: set[int] = set()  # sessions that sent ESP in this batch (one DPD note per batch)
@@ -369,6 +371,14 @@ class Datapath:
     def _end_batch(self) -> None:
         """After each drained batch: what the TUN coalescer holds goes out, DPD hears who was alive, IKE hears
         which NAT-T peers spoke from a new address (once per session, the last address seen)."""
+        if self._unknown:
+            # First: a packet that completed its Quick Mode is delivered with the rest of the batch.
+            unknown, self._unknown = self._unknown, {}
+            if self.on_unknown_spi is not None:
+                for addr, (spi, data, via) in unknown.items():
+                    port = self.udp_port if via is self.udp else 0 if via is None else via.getsockname()[1]
+                    if self.on_unknown_spi(spi, addr, port, data) and spi in self.inbound:
+                        self._esp_in(data, addr, via)
         if self._gro is not None:
             for bufs in self._gro.flush():
                 self._tun_write(bufs)
@@ -381,11 +391,6 @@ class Datapath:
             if self.on_peer_moved is not None:
                 for sa_id, addr in moved.items():
                     self.on_peer_moved(sa_id, addr)
-        if self._unknown:
-            unknown, self._unknown = self._unknown, {}
-            if self.on_unknown_spi is not None:
-                for addr, spi in unknown.items():
-                    self.on_unknown_spi(spi, addr, self.udp_port)
 
     def _udp_readable(self) -> None:
         if self.gro:
@@ -461,8 +466,8 @@ class Datapath:
             entry = self.inbound.get(spi)
             if entry is None:
                 self.stats.drops["unknown-spi"] += 1
-                if via is self.udp and len(self._unknown) < MAX_BATCH:
-                    self._unknown[addr] = spi
+                if len(self._unknown) < MAX_BATCH:
+                    self._unknown[addr] = (spi, data, via)
                 return
             _, inner = entry.esp.decrypt(data)
         except EspError as e:

@@ -111,10 +111,13 @@ class IkeDriver:
         self.endpoint.esp_peer_moved(sa_id, addr, self.now())
         self.flush()
 
-    def unknown_esp(self, spi: int, addr: tuple[str, int], local_port: int) -> None:
-        """ESP for an SPI the data path does not know: the core may send an INVALID-SPI hint (rate-limited)."""
-        self.endpoint.unknown_esp(spi, addr, local_port, self.now())
+    def unknown_esp(self, spi: int, addr: tuple[str, int], local_port: int, packet: bytes) -> bool:
+        """ESP for an SPI the data path does not know: it may complete a Quick Mode whose HASH(3) was lost (True:
+        the flush below has installed the pair, the data path may take the packet again), or the core may send an
+        INVALID-SPI hint (rate-limited)."""
+        committed = self.endpoint.unknown_esp(spi, addr, local_port, self.now(), packet)
         self.flush()
+        return committed
 
     def flush(self) -> None:
         # Event handlers may call back into the core (a logout deletes an SA), so go round until quiet.

@@ -409,6 +409,10 @@ REAUTHENTICATED = _natt("REAUTHENTICATED", _C.IKE, 533, 4,
 PHASE2_REKEYED = _natt("PHASE2_REKEYED", _C.IKE, 534, 4,
                        "IPSec SA rekeyed ({who}): new Inbound SPI = 0x{inbound_spi:x}, Outbound SPI = "
                        "0x{outbound_spi:x}, replacing 0x{old_spi:x}; lifetime {lifetime} s")
+# Quick Mode message 3 lost: the peer's ESP under the new pair proves it has the keys (quick.commit_by_esp).
+QM_COMMITTED_BY_ESP = _natt("QM_COMMITTED_BY_ESP", _C.IKE, 537, 4,
+                            "Quick Mode HASH(3) not received (msgid={msgid:08x}): the peer's ESP on Inbound SPI "
+                            "0x{inbound_spi:x} authenticates, so the IPSec SA is installed now")
 # One line an interval while call admission sheds a flood of first messages (natt/ike/admission.py); never one
 # line a packet. dropped: "reason count, ..."; top: the sources dropped most.
 IKE_OVERLOAD = _natt("IKE_OVERLOAD", _C.IKE, 535, 3,

@@ -284,6 +284,9 @@ class IkeLogger:
         if self.role == "concentrator":
             self.log.emit(C.NAT_KEEPALIVE_RECEIVED, now)
 
+    def _on_CommittedByEsp(self, e: E.CommittedByEsp, now: float, sa: IkeSA | None) -> None:
+        self._emit(C.QM_COMMITTED_BY_ESP, now, e.peer, sa, scoped=True, msgid=e.message_id, inbound_spi=e.inbound_spi)
+
     def _on_Reauthenticated(self, e: E.Reauthenticated, now: float, sa: IkeSA | None) -> None:
         self._emit(C.REAUTHENTICATED, now, e.peer, sa, scoped=True, new_sa=e.sa_id, old_sa=e.old_sa_id)
 

@@ -31,6 +31,9 @@ class IkeContext(Protocol):
     policy: ConcentratorPolicy | None
     stats: Counter[str]
     throttle: LoginThrottle
+    # Our inbound SPI → (IKE SA id, message ID) of a Quick Mode whose message 2 we sent, awaiting HASH(3): the
+    # peer's ESP on that SPI may complete it (quick.commit_by_esp).
+    awaiting_commit: dict[int, tuple[int, int]]
 
     def emit(self, event: IkeEvent) -> None: ...
 

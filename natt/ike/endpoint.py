@@ -140,6 +140,7 @@ class IkeEndpoint:
         self._established_in: Counter[int] = Counter()  # session → its IKE SAs past phase 1
         self._by_user: dict[str, set[int]] = {}  # XAUTH user → SA ids (users who passed)
         self._hint_last: dict[tuple[str, int], float] = {}  # recovery hints: when each peer last got one
+        self.awaiting_commit: dict[int, tuple[int, int]] = {}  # see IkeContext.awaiting_commit
         self._hint_window = 0.0
         self._hints_in_window = 0
         self._next_ticket = 1
@@ -518,6 +519,8 @@ class IkeEndpoint:
         self._hand_over(sa)
         for child in list(sa.children.values()):
             quick.child_down(self, sa, child, reason, cause)
+        for qm in sa.quick_modes.values():
+            self.awaiting_commit.pop(int.from_bytes(qm.our_spi, "big"), None)
         if sa.established_at is not None:
             self._established_in[sa.session_id] -= 1
             if self._established_in[sa.session_id] <= 0:
@@ -773,20 +776,40 @@ class IkeEndpoint:
             old.rekey_at = min((old.expires_at or self.now) - 1.0, self.now + REAUTH_RETRY)
             self._schedule(old)
 
-    def unknown_esp(self, spi: int, remote: tuple[str, int], local_port: int, now: float) -> None:
-        """ESP for an SPI the data path does not know (this concentrator restarted, or the SA is long gone): an
-        INVALID-SPI notify back, inside the peer's IKE SA if there is one, else unprotected; rate-limited, so
-        that a flood of junk ESP costs a few small datagrams a second at most (Cisco's invalid SPI recovery)."""
+    def unknown_esp(self, spi: int, remote: tuple[str, int], local_port: int, now: float,
+                    packet: bytes | None = None) -> bool:
+        """ESP for an SPI the data path does not know. If it is the inbound SPI of a Quick Mode of ours waiting for
+        HASH(3) and `packet` authenticates under it, the pair is installed (quick.commit_by_esp) and True says: hand
+        the packet to the data path again. Otherwise (this concentrator restarted, or the SA is long gone) an
+        INVALID-SPI notify back on UDP 4500, inside the peer's IKE SA if there is one, else unprotected;
+        rate-limited, so that a flood of junk ESP costs a few small datagrams a second at most (Cisco's invalid SPI
+        recovery)."""
         self.now = now
+        waiting = self.awaiting_commit.get(spi)
+        if waiting is not None:
+            sa = self.sas.get(waiting[0])
+            qm = sa.quick_modes.get(waiting[1]) if sa is not None else None
+            if sa is None or qm is None or qm.ours or qm.chosen is None or int.from_bytes(qm.our_spi, "big") != spi:
+                del self.awaiting_commit[spi]  # a stale entry
+            elif packet is None:
+                return False
+            else:
+                # One authentication per packet for an SPI only the peer knows (it went encrypted in our message 2);
+                # no hint while the pair is on its way.
+                committed = quick.commit_by_esp(self, sa, qm, packet)
+                if committed:
+                    self._schedule(sa)
+                return committed
         # The rate limit first: junk ESP from many sources must not cost a search of every SA each.
-        if self.policy is None or not self._allow_hint(remote):
-            return
+        if self.policy is None or local_port != self.natt_port or not self._allow_hint(remote):
+            return False
         sa = next((s for s in self.sas.values() if s.remote == remote and s.state is State.ESTABLISHED), None)
         if sa is not None:
             info.send_notify(self, sa, info.invalid_spi(sa, spi))
             self.stats["recovery-hints-sent"] += 1
-            return
+            return False
         self._send_hint(remote, local_port, info.orphan_invalid_spi(self.rng(8), spi))
+        return False
 
     def _hint(self, remote: tuple[str, int], local_port: int, data: bytes) -> None:
         if self._allow_hint(remote):

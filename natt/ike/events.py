@@ -200,6 +200,14 @@ class ChildSaUp(IkeEvent):
 
 
 @dataclass(frozen=True)
+class CommittedByEsp(IkeEvent):
+    """Quick Mode HASH(3) never came, but the peer's ESP authenticated under the pair's inbound SPI: installed."""
+
+    message_id: int
+    inbound_spi: int
+
+
+@dataclass(frozen=True)
 class ChildSaDown(IkeEvent):
     inbound_spi: int
     outbound_spi: int

@@ -211,6 +211,35 @@ def _notify(ctx: IkeContext, sa: IkeSA, n: Notify) -> None:
             schedule_reauth(ctx, sa)
     elif n.notify_type == NotifyType.DELETE_REASON and sa.initiator is not None:
         sa.initiator.peer_reason = n.data[:200].decode("utf-8", "replace")
+    elif n.notify_type == NotifyType.INVALID_SPI and n.protocol_id == ProtocolId.IPSEC_ESP and len(n.spi) == 4:
+        _invalid_spi(ctx, sa, int.from_bytes(n.spi, "big"))
+
+
+def _invalid_spi(ctx: IkeContext, sa: IkeSA, spi: int) -> None:
+    """A protected INVALID-SPI (inside the IKE SA: the peer itself says it) naming an SPI we send on: the peer has
+    no such SA, say its Quick Mode ended without it, so the pair carries nothing. It goes, its DELETE telling the
+    peer to drop any half of it; and a client sets that tunnel up again at once unless another pair or a Quick
+    Mode under way has it (Cisco's invalid-SPI recovery). Without this, a client kept sending into the pair until
+    its rekey. An unprotected INVALID-SPI only starts DPD (Informational.process): anyone can send one."""
+    from natt.ike import quick
+
+    for s in [sa, *ctx.session_peers(sa)]:
+        child = next((c for c in s.children.values() if c.outbound_spi == spi), None)
+        if child is None:
+            continue
+        ctx.stats["invalid-spi-pair-removed"] += 1
+        selectors = (child.local_selector, child.remote_selector)
+        send_delete_child(ctx, s, child)
+        quick.child_down(ctx, s, child, "the peer has no SA for it (INVALID-SPI)", Cause.UNKNOWN_SPI)
+        if s.role is not Role.INITIATOR or s.state is not State.ESTABLISHED:
+            return
+        carried = any((c.local_selector, c.remote_selector) == selectors for c in s.children.values()) or any(
+            q.ours and not q.abandoned and (q.local_selector, q.remote_selector) == selectors
+            for q in s.quick_modes.values())
+        if not carried:
+            ctx.stats["invalid-spi-tunnel-restarted"] += 1
+            quick.start(ctx, s, child.remote_selector)
+        return
 
 
 def _delete(ctx: IkeContext, sa: IkeSA, d: Delete) -> None:

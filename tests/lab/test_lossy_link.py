@@ -253,6 +253,7 @@ def test_connects_over_a_lossy_outside_link(sc: Scenario, level: int) -> None:
     failed: list[BaseException] = []
     conc_before = sc.status("concentrator")
     conc_seq = _last_seq(sc, "concentrator")
+    clients_before = {n: call(sc.socket(n), "stats")["ike"]["refusals"] for n in ROLES}
     set_loss(sc, level)
     t_start = time.monotonic()
     try:
@@ -286,6 +287,10 @@ def test_connects_over_a_lossy_outside_link(sc: Scenario, level: int) -> None:
           f"resent requests of the concentrator answered from its cache; concentrator: {conc_retx} resent by its "
           f"timers, {conc_answered} resent requests answered from its cache")
     print(f"concentrator counters moved: {refusals}")
+    for n in ROLES:
+        now = call(sc.socket(n), "stats")["ike"]["refusals"]
+        print(f"{n} IKE core counters moved: "
+              f"{ {k: v - clients_before[n].get(k, 0) for k, v in now.items() if v != clients_before[n].get(k, 0)} }")
     causes = [c for m in every for c in m.causes]
     print(f"attempts that ended unconnected: {len(causes)}: "
           + ", ".join(f"{n} x {c}" for c, n in sorted(Counter(causes).items(), key=lambda kv: -kv[1])))

@@ -201,8 +201,12 @@ class Network:
             entry = node.table.inbound.get(peek_spi(data))
             if entry is None:
                 node.esp_errors.append("unknown_spi")
-                if via is not None:  # on 4500, as the daemon's data path: IKE may hint the peer (INVALID-SPI)
-                    node.endpoint.unknown_esp(peek_spi(data), src, via, self.now)
+                # As the daemon's data path: IKE may complete a Quick Mode whose HASH(3) was lost (then the packet
+                # goes through), or on 4500 hint the peer (INVALID-SPI).
+                if node.endpoint.unknown_esp(peek_spi(data), src, via or 0, self.now, data):
+                    node.take_events()
+                    if peek_spi(data) in node.table.inbound:
+                        self._esp_in(node, data, src, via)
                 return
             _, inner = entry.esp.decrypt(data)
         except EspError as e:
