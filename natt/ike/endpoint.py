@@ -711,6 +711,10 @@ class IkeEndpoint:
             sa.last_inbound = self.now
         if header.encrypted and fresh:
             self._track_peer_address(sa, remote, local_port)
+        if sa.role is Role.INITIATOR and header.message_id != 0 and 0 in sa.pending and \
+                header.exchange in (ExchangeType.TRANSACTION, ExchangeType.QUICK_MODE):
+            # The gateway's first exchange after phase 1 (its XAUTH request): our Aggressive Mode message 3 came.
+            self.answered(sa, 0)
         self.emit(MessageReceived(sa.id, sa.peer, header.exchange, tuple(msg.payload_types()),
                                   header.encrypted, header.message_id, header.icookie, header.rcookie,
                                   header.flags, header.length,
