@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 from typing import Any
 
 import click
 
 from natt_daemons.client import config as cfg
-from natt_daemons.common import keyexport
 from natt_daemons.common.cli import (
+    add_check_command,
+    add_keys_command,
     check_config,
     daemon_group,
     emit,
@@ -85,11 +85,8 @@ def run(config: str, password_stdin: bool, ask_password: bool, check: bool, verb
     run_daemon(lambda: serve(config, password), preflight=lambda: _preflight(config, password))
 
 
-@main.command("check")
-@click.option("--config", "config", required=True, type=click.Path(dir_okay=False))
-def check_cmd(config: str) -> None:
-    """Validate the profile without starting: unknown keys, values, the peer's address, secrets' file modes."""
-    _check(config)
+add_check_command(main, _check, "Validate the profile without starting: "
+                                "unknown keys, values, the peer's address, secrets' file modes.")
 
 
 @main.command()
@@ -219,14 +216,7 @@ def stats(sock: str | None, config: str | None, as_json: bool) -> None:
     emit(request(_path(sock, config), "stats"), as_json, stats_text)
 
 
-@main.command()
-@click.option("--wireshark", "directory", required=True, type=click.Path(file_okay=False),
-              help="directory for ikev1_decryption_table and esp_sa (made 0700 if missing)")
-@control_options
-def keys(directory: str, sock: str | None, config: str | None, as_json: bool) -> None:
-    """Write Wireshark's IKEv1 and ESP decryption tables for the live SAs (root only; the client writes them)."""
-    args = {"wireshark": os.path.abspath(directory)}
-    emit(request(_path(sock, config), "keys", args), as_json, keyexport.reply_text)
+add_keys_command(main, control_options, _path, "client")
 
 
 @main.command("log")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -155,6 +156,29 @@ def check_config(load: Callable[[], Any], summary: Callable[[Any], str]) -> None
     for w in warnings:
         click.echo(f"{program()}: warning: {w}", err=True)
     click.echo(f"{settings.path}: OK: {summary(settings)}")
+
+
+def add_check_command(main: click.Group, check: Callable[[str], None], help_text: str) -> None:
+    """`check --config FILE`: what `run --check` does, as a command of its own (the daemons' CLIs share it)."""
+
+    @main.command("check", help=help_text)
+    @click.option("--config", "config", required=True, type=click.Path(dir_okay=False))
+    def check_cmd(config: str) -> None:
+        check(config)
+
+
+def add_keys_command(main: click.Group, options: Callable[[Callable[..., Any]], Callable[..., Any]],
+                     path_of: Callable[[str | None, str | None], str], writer: str) -> None:
+    """`keys --wireshark DIR` (root only): the daemon writes Wireshark's decryption tables for its live SAs."""
+    from natt_daemons.common.keyexport import reply_text
+
+    @main.command(help=f"Write Wireshark's IKEv1 and ESP decryption tables for the live SAs (root only; the {writer} "
+                       "writes them).")
+    @click.option("--wireshark", "directory", required=True, type=click.Path(file_okay=False),
+                  help="directory for ikev1_decryption_table and esp_sa (made 0700 if missing)")
+    @options
+    def keys(directory: str, sock: str | None, config: str | None, as_json: bool) -> None:
+        emit(request(path_of(sock, config), "keys", {"wireshark": os.path.abspath(directory)}), as_json, reply_text)
 
 
 def run_daemon(serve: Callable[[], int], preflight: Callable[[], object] | None = None) -> None:

@@ -306,7 +306,8 @@ def _connect(path: str, timeout: float | None, daemon: str) -> socket.socket:
     return s
 
 
-def _reply(line: bytes, daemon: str) -> Any:
+def parse_reply(line: bytes, daemon: str) -> Any:
+    """A reply line's result; a ControlError (one line) if it is not a well-formed reply or says the command failed."""
     try:
         reply = json.loads(line)
     except ValueError as e:
@@ -331,7 +332,7 @@ def call(path: str, cmd: str, args: dict[str, Any] | None = None, timeout: float
             raise ControlError(f"{daemon} at {path} dropped the connection: {_why(e)}") from e
     if not line:
         raise ControlError(f"{daemon} closed the connection without a reply")
-    return _reply(line, daemon)
+    return parse_reply(line, daemon)
 
 
 def follow(path: str, cmd: str, args: dict[str, Any] | None = None, *, daemon: str = "the daemon") -> Any:
@@ -341,6 +342,6 @@ def follow(path: str, cmd: str, args: dict[str, Any] | None = None, *, daemon: s
             s.sendall(_line({"cmd": cmd, "args": args or {}}))
             s.settimeout(None)  # a quiet log is not a dead daemon
             for line in s.makefile("rb"):
-                yield _reply(line, daemon)
+                yield parse_reply(line, daemon)
         except OSError as e:
             raise ControlError(f"{daemon} at {path} dropped the connection: {_why(e)}") from e

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import getpass
-import os
 import time
 from typing import Any
 
 import click
 
-from natt_daemons.common import keyexport
 from natt_daemons.common.cli import (
+    add_check_command,
+    add_keys_command,
     check_config,
     daemon_group,
     emit,
@@ -64,11 +64,8 @@ def run(config: str, check: bool, verbose: bool) -> None:
     run_daemon(lambda: serve(config), preflight=lambda: cfg.load(config).secrets.enforce())
 
 
-@main.command("check")
-@click.option("--config", "config", required=True, type=click.Path(dir_okay=False))
-def check_cmd(config: str) -> None:
-    """Validate the config without starting: unknown keys, values, addresses, secrets' file modes."""
-    _check(config)
+add_check_command(main, _check, "Validate the config without starting: "
+                                "unknown keys, values, addresses, secrets' file modes.")
 
 
 @main.command()
@@ -234,14 +231,7 @@ def unlock(user: str | None, source: str | None, everything: bool, sock: str | N
     emit(request(_path(sock, config), "unlock", args), as_json, lambda r: f"cleared {r['cleared']}")
 
 
-@main.command()
-@click.option("--wireshark", "directory", required=True, type=click.Path(file_okay=False),
-              help="directory for ikev1_decryption_table and esp_sa (made 0700 if missing)")
-@control_options
-def keys(directory: str, sock: str | None, config: str | None, as_json: bool) -> None:
-    """Write Wireshark's IKEv1 and ESP decryption tables for the live SAs (root only; the concentrator writes them)."""
-    args = {"wireshark": os.path.abspath(directory)}
-    emit(request(_path(sock, config), "keys", args), as_json, keyexport.reply_text)
+add_keys_command(main, control_options, _path, "concentrator")
 
 
 @main.command("ping")

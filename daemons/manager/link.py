@@ -13,7 +13,7 @@ import json
 import os
 from typing import Any
 
-from natt_daemons.common.control import MAX_SOCKET_PATH, ControlError, Unreachable
+from natt_daemons.common.control import MAX_SOCKET_PATH, ControlError, Unreachable, parse_reply
 
 # A whole event log (10,000 entries by default, 1-2 kB each with its fields) comes back as one line.
 MAX_REPLY = 256 * 1024 * 1024
@@ -76,16 +76,11 @@ def _result(cmd: str, line: bytes) -> Any:
     if not line:
         raise ControlError(f"the concentrator closed the connection without answering '{cmd}'")
     try:
-        reply = json.loads(line)
-    except ValueError as e:
-        raise ControlError(f"the concentrator's reply to '{cmd}' is not JSON") from e
-    if not isinstance(reply, dict):
-        raise ControlError(f"the concentrator's reply to '{cmd}' is not an object")
-    if reply.get("ok"):
-        return reply.get("result")
-    error = str(reply.get("error", "failed"))
-    if error.startswith("unknown command"):
-        raise NotAvailable(cmd)
-    if error.startswith("permission denied"):
-        raise PermissionDenied(error)
-    raise ControlError(error)
+        return parse_reply(line, "the concentrator")
+    except ControlError as e:
+        error = str(e)
+        if error.startswith("unknown command"):
+            raise NotAvailable(cmd) from e
+        if error.startswith("permission denied"):
+            raise PermissionDenied(error) from e
+        raise

@@ -6,7 +6,16 @@ from typing import Any
 
 import click
 
-from natt_daemons.common.cli import check_config, daemon_group, emit, request, run_daemon, setup_logging, socket_path
+from natt_daemons.common.cli import (
+    add_check_command,
+    check_config,
+    daemon_group,
+    emit,
+    request,
+    run_daemon,
+    setup_logging,
+    socket_path,
+)
 from natt_daemons.common.cli import control_options as shared_control_options
 from natt_daemons.pat import config as cfg
 
@@ -49,11 +58,8 @@ def run(config: str, check: bool, verbose: bool) -> None:
     run_daemon(lambda: serve(config), preflight=lambda: cfg.load(config).secrets.enforce())
 
 
-@main.command("check")
-@click.option("--config", "config", required=True, type=click.Path(dir_okay=False))
-def check_cmd(config: str) -> None:
-    """Validate the config without starting: unknown keys, values, addresses and ranges."""
-    _check(config)
+add_check_command(main, _check, "Validate the config without starting: "
+                                "unknown keys, values, addresses and ranges.")
 
 
 # -- text renderers (the seed's PIX output where there is one) -------------------------------------
