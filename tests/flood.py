@@ -1,5 +1,7 @@
 """A phase 1 flood from one process: valid-looking Aggressive Mode first messages (the right group name, a real
 offer, a fresh initiator cookie each) from many source addresses and ports, as fast as one process sends them.
+To UDP 4500 they go behind the non-ESP marker, as IKE does there; `--kind esp` sends ESP-in-UDP for SPIs nobody has
+(random, a new one each packet, 4500 only) instead.
 
 Lab use only (issue: hold under attack and faults). Bounded by --seconds and --max-packets; stops by itself.
 Run it in the lab's pubclient namespace after adding the source addresses to its interface
@@ -21,6 +23,7 @@ import time
 
 from natt.ike.config import ClientProfile
 from natt.ike.endpoint import IkeEndpoint
+from natt.wire.constants import NON_ESP_MARKER
 
 DRAIN_EVERY = 512  # sends between reads of the replies (an attacker that spoofs never reads them; we count them)
 
@@ -49,9 +52,17 @@ def _drain(s: socket.socket) -> tuple[int, int]:
         size += len(data)
 
 
+ESP_JUNK_BYTES = 120  # SPI, sequence number and a body the size of a small data packet
+
+
 def run(peer: str, port: int, sources: list[str], ports_per_source: int, group: str, seconds: float,
-        max_packets: int, rate: float) -> dict[str, object]:
-    template = bytearray(first_message(peer, sources[0], group))
+        max_packets: int, rate: float, kind: str = "ike") -> dict[str, object]:
+    if kind == "esp":
+        template, vary = bytearray(os.urandom(ESP_JUNK_BYTES)), slice(0, 4)  # a new SPI each (never 0: the marker)
+    elif port == 500:
+        template, vary = bytearray(first_message(peer, sources[0], group)), slice(0, 8)  # the initiator cookie
+    else:
+        template, vary = bytearray(NON_ESP_MARKER + first_message(peer, sources[0], group)), slice(4, 12)
     socks: list[socket.socket] = []
     for src in sources:
         for _ in range(ports_per_source):
@@ -73,7 +84,9 @@ def run(peer: str, port: int, sources: list[str], ports_per_source: int, group: 
                 time.sleep(min(0.001, sent * interval - (now - t0)))
                 continue
             for _ in range(64):
-                template[0:8] = os.urandom(8)
+                template[vary] = os.urandom(vary.stop - vary.start)
+                if kind == "esp" and not any(template[0:4]):
+                    template[0] = 1
                 try:
                     socks[sent % n].sendto(template, (peer, port))
                     sent_bytes += len(template)
@@ -94,7 +107,7 @@ def run(peer: str, port: int, sources: list[str], ports_per_source: int, group: 
             s.close()
     return {"sent": sent, "sent_bytes": sent_bytes, "send_errors": errors, "replies": replies,
             "reply_bytes": reply_bytes, "seconds": round(elapsed, 2), "rate": round(sent / max(elapsed, 1e-9)),
-            "sources": len(sources), "sockets": n, "packet_bytes": len(template)}
+            "sources": len(sources), "sockets": n, "packet_bytes": len(template), "kind": kind, "port": port}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,10 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--max-packets", type=int, default=20_000_000)
     p.add_argument("--rate", type=float, default=0.0, help="packets per second; 0 = as fast as possible")
+    p.add_argument("--kind", choices=("ike", "esp"), default="ike",
+                   help="ike: Aggressive Mode first messages; esp: ESP for unknown SPIs (to 4500 only)")
     a = p.parse_args(argv)
     if not 0 < a.seconds <= 600:
         p.error("--seconds must be in (0, 600]")
-    result = run(a.peer, a.port, a.source, a.ports_per_source, a.group, a.seconds, a.max_packets, a.rate)
+    if a.kind == "esp" and a.port == 500:
+        p.error("--kind esp goes to UDP 4500 (ESP-in-UDP)")
+    result = run(a.peer, a.port, a.source, a.ports_per_source, a.group, a.seconds, a.max_packets, a.rate, a.kind)
     json.dump(result, sys.stdout)
     print()
     return 0

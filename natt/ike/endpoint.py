@@ -663,6 +663,11 @@ class IkeEndpoint:
             self.emit(MessageSent(sa.id, sa.peer, header.exchange, (), True, header.message_id,
                                   cached.remote[1], retransmit=True))
             return
+        if digest in sa.processed:
+            # A copy of a message already taken (the peer answered our resend twice, say): nothing to do, and
+            # decrypting it again would use an IV that has moved on and read as garbage.
+            self.stats["duplicate-dropped"] += 1
+            return
         # 1. The header alone may rule it out (no decryption for a message this state never takes).
         early = rules.could_accept(sa, header.exchange, header.encrypted)
         if early is not None:
@@ -720,6 +725,7 @@ class IkeEndpoint:
                                   header.flags, header.length,
                                   tuple(n.notify_type for n in msg.notifies())))
         # 6. Process.
+        sa.processed.append(digest)
         try:
             task.process(self, sa, msg, kind, data)
         except NattError as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -189,6 +190,9 @@ class IkeSA:
     pending: dict[int, Retransmit] = field(default_factory=dict)  # by message ID (0 = phase 1)
     replies: dict[bytes, Datagram] = field(default_factory=dict)  # received request bytes → our reply
     replies_answered: dict[bytes, int] = field(default_factory=dict)  # ... and how many copies it answered
+    # The last messages taken from the peer, by digest: a copy of one (a retransmitted last message of an exchange,
+    # such as a second Quick Mode HASH(3)) is dropped before decryption, not decrypted with an IV that has moved on.
+    processed: deque[bytes] = field(default_factory=lambda: deque(maxlen=8))
     replied_at: float = 0.0  # when the last reply was cached (the cache empties REPLY_CACHE_TTL later)
     transactions: dict[int, str] = field(default_factory=dict)  # message ID → what we wait for
     established_at: float | None = None

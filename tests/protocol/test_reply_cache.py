@@ -49,3 +49,24 @@ def test_a_replayed_quick_mode_is_answered_to_its_sender_a_few_times_and_never_t
     assert len(out) == REPLY_REPEATS - 1  # the client's own copy used one answer
     assert conc.stats["retransmit-not-answered"] == 20 - (REPLY_REPEATS - 1)
     assert not any(s == qm1.src for s in [d.remote for d in out]), "the reply was reflected to the client"
+
+
+def test_a_second_copy_of_a_hash3_is_dropped_not_read_as_garbage() -> None:
+    """The client answers two copies of message 2 with two HASH(3)s; the second reached the concentrator after the
+    first had completed the exchange, was decrypted with the IV that had moved on, and was logged as a malformed
+    message (the lossy-link lab test). A copy of a message the SA took is now dropped before decryption."""
+    net = Network(make_policy())
+    net.add_client("client1", "203.0.113.20")
+    net.connect("client1", make_profile())
+    net.pump()
+    conc = net.concentrator
+    hash3 = [p for p in net.wire if p.src[0] == "203.0.113.20" and _exchange(p.data, p.dst[1])
+             == ExchangeType.QUICK_MODE and len(p.data) < 100]
+    assert len(hash3) == 2, [len(p.data) for p in hash3]
+    events = len(conc.events)
+    conc.endpoint.receive_datagram(hash3[-1].data, hash3[-1].src, hash3[-1].dst[1], net.now)
+    net.pump()
+    assert conc.endpoint.stats["duplicate-dropped"] == 1
+    assert not conc.endpoint.datagrams_to_send()
+    assert conc.endpoint.stats["PAYLOAD-MALFORMED"] == 0
+    assert len(conc.events) == events, conc.events[events:]
