@@ -161,7 +161,7 @@ class Client:
         udp = bind_udp(self.local, self.endpoint.natt_port)
         self.driver.attach(self.endpoint.natt_port, udp)
         raw = raw_esp()
-        self.datapath = Datapath(self.tun.fd, udp, raw, on_ike=self.driver.feed,
+        self.datapath = Datapath(self.tun.fd, udp, raw, on_ike=self.driver.feed_batch,
                                  on_inbound=lambda sa_id: self.endpoint.note_inbound_traffic(sa_id, loop.time()),
                                  vnet_hdr=self.tun.vnet_hdr, on_unknown_spi=self.driver.unknown_esp)
         self.datapath.start(loop)

@@ -120,7 +120,7 @@ class Datapath:
         tun_fd: int,
         udp: socket.socket,
         raw_esp: socket.socket | None,
-        on_ike: Callable[[bytes, tuple[str, int], int], None],
+        on_ike: Callable[[list[tuple[bytes, tuple[str, int]]], int], None],
         on_first_data: Callable[[Inbound], None] | None = None,
         on_inbound: Callable[[int], None] | None = None,
         cisco_udp: dict[int, socket.socket] | None = None,
@@ -136,7 +136,10 @@ class Datapath:
         self.udp_port = udp.getsockname()[1]
         self.cisco_udp: dict[int, socket.socket] = dict(cisco_udp or {})
         self.raw = raw_esp
+        # IKE read from the UDP socket (4500, shared with ESP), handed over in one batch at the end of each read:
+        # the ESP of the batch is served first, and IKE decides how much of a flood it takes (IkeDriver.feed_batch).
         self.on_ike = on_ike
+        self._ike: list[tuple[bytes, tuple[str, int]]] = []
         self.on_first_data = on_first_data
         self.on_inbound = on_inbound
         # Authenticated NAT-T ESP from a new address: the IKE core decides whether the peer moved; its
@@ -382,6 +385,9 @@ class Datapath:
         if self._gro is not None:
             for bufs in self._gro.flush():
                 self._tun_write(bufs)
+        if self._ike:
+            batch, self._ike = self._ike, []
+            self.on_ike(batch, self.udp_port)
         if self._alive and self.on_inbound is not None:
             for sa_id in self._alive:
                 self.on_inbound(sa_id)
@@ -431,7 +437,7 @@ class Datapath:
         elif kind is DatagramKind.INVALID:
             self.stats.drops["invalid-udp"] += 1
         else:
-            self.on_ike(data, addr, self.udp_port)
+            self._ike.append((data, addr))
 
     def _cisco_readable(self, sock: socket.socket) -> None:
         def handle(data: bytes, addr: tuple[str, int]) -> None:

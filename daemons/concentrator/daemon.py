@@ -94,7 +94,7 @@ class Concentrator:
         udp = bind_udp(s.address, s.natt_port)
         self.driver.attach(s.natt_port, udp)
         raw = raw_esp(s.address)
-        self.datapath = Datapath(self.tun.fd, udp, raw, on_ike=self.driver.feed, on_first_data=self._first_data,
+        self.datapath = Datapath(self.tun.fd, udp, raw, on_ike=self.driver.feed_batch, on_first_data=self._first_data,
                                  on_inbound=lambda sa_id: self.endpoint.note_inbound_traffic(sa_id, loop.time()),
                                  vnet_hdr=self.tun.vnet_hdr,
                                  on_peer_moved=self.driver.esp_peer_moved, on_unknown_spi=self.driver.unknown_esp)
@@ -361,7 +361,9 @@ class Concentrator:
             # IKE messages our timers resent (no answer yet), and peers' resent requests answered from the cache.
             "retransmissions": {"sent": self.counters.retransmissions, "answered": self.counters.retransmits_answered},
             "ike_reads": {"datagrams": self.driver.datagrams if self.driver else 0,
-                          "budget_stops": self.driver.budget_stops if self.driver else 0},
+                          "budget_stops": self.driver.budget_stops if self.driver else 0,
+                          "shared_4500": self.driver.datagrams_shared if self.driver else 0,
+                          "shed_4500": self.driver.shed if self.driver else 0},
             "refusals": dict(self.endpoint.stats),
             "datapath_drops": dict(self.datapath.stats.drops),
             "datapath": self.datapath.counters(),

@@ -189,6 +189,15 @@ class IkeEndpoint:
         self._receive_for(sa, header, data, remote, local_port)
         self._schedule(sa)
 
+    def of_known_sa(self, data: bytes, local_port: int) -> bool:
+        """Whether a datagram names an IKE SA held here, by its cookies alone (two slices and a lookup, no parsing):
+        the I/O side serves these first when it must choose, as under a flood on 4500."""
+        if local_port not in self._plain_ports:
+            if not data.startswith(NON_ESP_MARKER):
+                return False
+            data = data[len(NON_ESP_MARKER) :]
+        return len(data) >= 16 and (data[:8], data[8:16]) in self._by_cookies
+
     def datagrams_to_send(self) -> list[Datagram]:
         out, self._out = self._out, []
         return out

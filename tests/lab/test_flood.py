@@ -111,15 +111,20 @@ def test_flood_of_first_messages_leaves_the_tunnels_and_the_daemon_usable(sc: Sc
     streams = {name: PingStream(sc, name, count) for name in ("client1", "client2")}
     poller = Poller(sc, pid)
     reconnect: dict[str, float] = {}
+    resent: list[str] = []
 
     def newcomer() -> None:
         # In the middle of the flood client2 logs out and connects again: a fresh negotiation from the PAT.
         time.sleep(FLOOD_SECONDS / 3)
         reconnect["out"] = time.time()
+        seq = max((e["seq"] for e in call(sc.socket("client2"), "log")), default=0)
         call(sc.socket("client2"), "disconnect")
         call(sc.socket("client2"), "connect")
         sc.wait_connected("client2", timeout=FLOOD_SECONDS)
         reconnect["in"] = time.time()
+        resent.extend(f"{e['fields'].get('what')}#{e['fields'].get('attempt')}"
+                      for e in call(sc.socket("client2"), "log", {"since": seq})
+                      if e["seq"] > seq and e["name"] == "RESENDING")
 
     try:
         for s in streams.values():
@@ -160,8 +165,8 @@ def test_flood_of_first_messages_leaves_the_tunnels_and_the_daemon_usable(sc: Sc
           f"max {lag_max} ms (recent windows), since start {status['loop_lag_ms']['max']} ms")
     print(f"RSS before {rss_before // 1024} MiB, max {rss_max // 1024} MiB (bound {RSS_BOUND_KIB // 1024} MiB)")
     print(f"client1 pings: loss {loss1[0]:.1%} ({loss1[1]} of {loss1[2]}, lost {results['client1'].lost_text()}); "
-          f"client2 reconnect took {(back - out) if out and back else float('nan'):.1f} s, loss outside it "
-          f"{outside}")
+          f"client2 reconnect took {(back - out) if out and back else float('nan'):.1f} s (resent {resent}), loss "
+          f"outside it {outside}")
     print(f"overload log lines: {len(overload)}; log entries in all: {len(log)}; "
           f"first: {overload[0]['text'] if overload else None}")
     assert not poller.failures, poller.failures
@@ -215,7 +220,9 @@ def test_a_flood_on_udp_4500_leaves_the_sessions_up(sc: Scenario, kind: str) -> 
     loss = {n: _loss(r) for n, r in results.items()}
     hints = refusals.get("recovery-hints-sent", 0)
     print(f"\n4500 flood ({kind}): {flood}")
-    print(f"concentrator: data path drops {drops}; IKE counters {refusals}")
+    print(f"concentrator: data path drops {drops}; IKE counters {refusals}; IKE read from 4500 "
+          f"{after['ike_reads']['shared_4500'] - before['ike_reads']['shared_4500']}, shed unread "
+          f"{after['ike_reads']['shed_4500'] - before['ike_reads']['shed_4500']}")
     print(f"status answered {len(took)} times, max {max(took) * 1000:.0f} ms; loop lag max {lag_max} ms")
     print("pings: " + "; ".join(f"{n} loss {v[0]:.1%} ({v[1]} of {v[2]})" for n, v in loss.items()))
     assert not poller.failures, poller.failures

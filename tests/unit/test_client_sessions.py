@@ -135,7 +135,7 @@ def make_rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         udp.bind(("127.0.0.1", 0))
         rig.closers += [lambda: os.close(r), lambda: os.close(w), udp.close]
-        c.datapath = Datapath(r, udp, None, on_ike=c.driver.feed)
+        c.datapath = Datapath(r, udp, None, on_ike=c.driver.feed_batch)
         monkeypatch.setattr(c, "_setup_network", lambda net: rig.setups.append(net.address))
         monkeypatch.setattr(c, "_teardown_network", lambda net, address=True: rig.teardowns.append(net.address))
         rigs.append(rig)
