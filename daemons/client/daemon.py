@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("natt.client")
 NO_ANSWER_THRESHOLD = 5  # packets encrypted with none decrypted before we call it a black hole
+NETLINK_TRIES = 3  # a change to the address or a route is tried this many times before it is reported
 NO_RECONNECT = (Cause.XAUTH_FAILED, Cause.XAUTH_THROTTLED)  # retrying would only fail again (or lock us out)
 # Automatic reconnects back off: 1 s after a session ends, then 2, 4, ... up to 60 s while attempts keep failing
 # (a gateway that is down is not hammered), each ±20 % at random (clients behind one PAT do not return in step).
@@ -119,6 +120,7 @@ class Client:
         self.local = source_address_for(settings.profile.peer)
         self.ike_port = settings.ike_port
         self._net_tasks: set[asyncio.Future[None]] = set()
+        self.network_errors: list[str] = []  # address and route changes that did not take (the last few)
         self._net_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netlink")
         self.endpoint = IkeEndpoint(self.local)
         self.driver: IkeDriver | None = None
@@ -458,17 +460,52 @@ class Client:
     # -- the virtual adapter and routes ---------------------------------------------------------------
 
     def _setup_network(self, net: NetState) -> None:
+        """The session's address and routes, each step on its own: one that fails (after NETLINK_TRIES) is logged
+        and shown in `status` (`network_errors`), and the others are still made; the diagnose tick tries a
+        missing route again. In a CI run a connect was "connected" with the peer's host route but neither tunnel
+        route, and sent everything in the clear (the lossy-link lab test)."""
         assert self.tun
+        tun = self.tun.name
         peer = self.settings.profile.peer
-        add_address(self.tun.name, net.address, 32)
-        gw = default_gateway()
-        if gw is not None:
-            # Keep IKE and ESP to the concentrator on the physical path once everything else is tunnelled.
-            add_route(f"{peer}/32", gateway=gw[0], dev=gw[1])
+        self._netlink(f"address {net.address} on {tun}", lambda: add_address(tun, net.address, 32))
+        found: list[tuple[str, str] | None] = [None]
+        self._netlink("reading the default gateway", lambda: found.__setitem__(0, default_gateway()))
+        gw = found[0]
+        # Keep IKE and ESP to the concentrator on the physical path once everything else is tunnelled.
+        if gw and self._netlink(f"route {peer}/32 via {gw[0]}",
+                                lambda: add_route(f"{peer}/32", gateway=gw[0], dev=gw[1])):
             net.routes.append((f"{peer}/32", {"dev": gw[1]}))
         for dst in net.networks:
-            add_route(dst, dev=self.tun.name)
-            net.routes.append((dst, {"dev": self.tun.name}))
+            if self._netlink(f"route {dst} via {tun}", lambda dst=dst: add_route(dst, dev=tun)):
+                net.routes.append((dst, {"dev": tun}))
+
+    def _netlink(self, what: str, change: Callable[[], object]) -> bool:
+        """One netlink call in the worker, tried NETLINK_TRIES times; False (logged, and kept for `status`) if it
+        never took."""
+        for attempt in range(1, NETLINK_TRIES + 1):
+            try:
+                change()
+                return True
+            except Exception as e:  # pyroute2's NetlinkError and OSError alike: reported, never the worker's end
+                if attempt == NETLINK_TRIES:
+                    log.error("network set-up: %s failed %d times: %s", what, attempt, e)
+                    self.network_errors.append(f"{what}: {e}")
+                    del self.network_errors[:-8]
+                    return False
+                log.warning("network set-up: %s failed (%s); trying again", what, e)
+                time.sleep(0.2 * attempt)
+        return False
+
+    def _repair_network(self, net: NetState) -> None:
+        """Routes of the session that the set-up could not make: tried again (the diagnose tick asks)."""
+        if net is not self.net or self.tun is None:
+            return
+        tun = self.tun.name
+        have = {dst for dst, _ in net.routes}
+        for dst in net.networks:
+            if dst not in have and self._netlink(f"route {dst} via {tun}", lambda dst=dst: add_route(dst, dev=tun)):
+                net.routes.append((dst, {"dev": tun}))
+                log.warning("network set-up: route %s via %s made on a second try", dst, tun)
 
     def _move_network(self, old: NetState, new: NetState) -> None:
         """A new address or new networks: the new ones first (a route both have is replaced in place), then what
@@ -509,6 +546,10 @@ class Client:
 
     def _diagnose_tick(self) -> None:
         asyncio.get_running_loop().call_later(2.0, self._diagnose_tick)
+        net = self.net
+        if net is not None and not self._net_tasks and \
+                not {d for d, _ in net.routes} >= set(net.networks):
+            self._in_background(self._repair_network, net)  # a route the set-up could not make
         sa = self._sa()
         if sa is None or self.state != "connected" or self.diagnosis:
             return
@@ -666,6 +707,11 @@ class Client:
                 status["ipsec_next"] = self._ipsec_status(reauth, now)
         if self.net is not None:
             status["routes"] = [r[0] for r in self.net.routes]
+            missing = [n for n in self.net.networks if n not in status["routes"]]
+            if missing:
+                status["routes_missing"] = missing
+        if self.network_errors:
+            status["network_errors"] = list(self.network_errors)
         return status
 
     async def _cmd_log(self, args: dict[str, Any]) -> Any:

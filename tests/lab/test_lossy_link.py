@@ -173,6 +173,7 @@ def black_hole(sc: Scenario, name: str) -> dict[str, Any]:
     rows = call(sc.socket("concentrator"), "session", {"user": USERS[name]})
     return {
         "client": {"state": st["state"], "address": st["assigned_address"], "routes": st.get("routes"),
+                   "routes_missing": st.get("routes_missing"), "network_errors": st.get("network_errors"),
                    "drops": st.get("datapath_drops"),
                    "ipsec": [(c["local"], c["remote"], c["inbound_spi"], c["outbound_spi"], c["packets_encrypted"],
                               c["packets_decrypted"]) for c in st.get("ipsec", [])]},
@@ -181,6 +182,9 @@ def black_hole(sc: Scenario, name: str) -> dict[str, Any]:
                                     for c in r.get("ipsec", [])],
                           "ike_sas": r.get("ike_sas")} for r in rows],
         "concentrator_drops": sc.status("concentrator").get("datapath_drops"),
+        # The client daemon's own log: what its netlink worker did with the address and routes.
+        "client_log": [line for line in sc.procs[name].log().splitlines()
+                       if "network" in line or "route" in line or "Traceback" in line or "Error" in line][-15:],
     }
 
 
