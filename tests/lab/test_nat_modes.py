@@ -44,7 +44,14 @@ def _log(sc: Scenario, name: str) -> str:
 def test_natt_off_reproduces_the_seed_failure_and_says_why(natt_off: Scenario) -> None:
     sc = natt_off
     sc.start_client("client1")
-    st = sc.wait_connected("client1")
+    sc.wait_connected("client1")
+    # "connected" comes with the first pair; every ping below must find the 0.0.0.0/0 pair and the routes in place
+    # (a CI run counted 5 of 6 encrypted: the first went before them).
+    def ready() -> dict | None:
+        s = sc.status("client1")
+        return s if len(s.get("ipsec", [])) >= 2 and len(s.get("routes", [])) >= 3 else None
+
+    st = procs.wait_for(ready, 30, 0.2, "both tunnels and their routes")
     assert st["tunnel_port"] == 0, "seed: the client shows tunnel port 0"
     assert not sc.ping(CLIENT1, ADDR.server, count=6), "no data passes: the PAT drops plain ESP"
     st = procs.wait_for(lambda: (s := sc.status("client1"))["diagnosis"] and s, 10, 0.5, "client diagnosis")
