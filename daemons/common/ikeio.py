@@ -89,10 +89,7 @@ class IkeDriver:
                 log.debug("IKE socket %d: %s", port, e)
                 continue
             self.datagrams += 1
-            try:
-                self.endpoint.receive_datagram(data, (addr[0], addr[1]), port, self.now())
-            except Exception:  # the core raises typed errors internally; anything else is a bug to log, not die on
-                log.exception("IKE core failed on a datagram from %s", addr)
+            self._receive(data, addr, port)
         self.flush()
 
     def attach(self, port: int, sock: socket.socket) -> None:
@@ -104,11 +101,14 @@ class IkeDriver:
         self.senders[port] = send
         self._closers.append(sock.close)
 
-    def feed(self, data: bytes, addr: tuple[str, int], local_port: int) -> None:
+    def _receive(self, data: bytes, addr: tuple[str, int], local_port: int) -> None:
         try:
             self.endpoint.receive_datagram(data, (addr[0], addr[1]), local_port, self.now())
         except Exception:  # the core raises typed errors internally; anything else is a bug to log, not die on
             log.exception("IKE core failed on a datagram from %s", addr)
+
+    def feed(self, data: bytes, addr: tuple[str, int], local_port: int) -> None:
+        self._receive(data, addr, local_port)
         self.flush()
 
     def feed_batch(self, batch: list[tuple[bytes, tuple[str, int]]], local_port: int) -> None:
@@ -127,10 +127,7 @@ class IkeDriver:
                 self.budget_stops += 1
                 break
             self.datagrams_shared += 1
-            try:
-                self.endpoint.receive_datagram(data, (addr[0], addr[1]), local_port, self.now())
-            except Exception:  # the core raises typed errors internally; anything else is a bug to log, not die on
-                log.exception("IKE core failed on a datagram from %s", addr)
+            self._receive(data, addr, local_port)
         self.flush()
 
     def esp_peer_moved(self, sa_id: int, addr: tuple[str, int]) -> None:

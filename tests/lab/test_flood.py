@@ -234,8 +234,9 @@ def test_a_flood_on_udp_4500_leaves_the_sessions_up(sc: Scenario, kind: str) -> 
     assert hints <= (t1 - t0 + 6) * HINTS_PER_SECOND, hints
     if kind == "esp":
         assert drops.get("unknown-spi", 0) > 10_000, "the flood did not reach the concentrator"
-    else:
-        assert sum(v for k, v in refusals.items() if k.startswith(("admission", "half-open"))) > 10_000
+    else:  # shed by call admission, or unread within the 4500 budget (most of it, when the cores are busy)
+        shed_unread = after["ike_reads"]["shed_4500"] - before["ike_reads"]["shed_4500"]
+        assert sum(v for k, v in refusals.items() if k.startswith(("admission", "half-open"))) + shed_unread > 10_000
     for n, (ratio, _, _) in loss.items():
         assert ratio <= MAX_LOSS_4500, (n, results[n].lost_text())
 
