@@ -15,6 +15,7 @@ from natt_daemons.common.cli import (
     check_config,
     daemon_group,
     emit,
+    password_from_stdin,
     request,
     run_daemon,
     setup_logging,
@@ -78,7 +79,7 @@ def run(config: str, password_stdin: bool, ask_password: bool, check: bool, verb
 
     password = None
     if password_stdin:
-        password = click.get_text_stream("stdin").readline().rstrip("\n")
+        password = password_from_stdin()
     elif ask_password:
         password = getpass.getpass("XAUTH password: ")
     setup_logging(verbose)

@@ -181,6 +181,11 @@ def add_keys_command(main: click.Group, options: Callable[[Callable[..., Any]], 
         emit(request(path_of(sock, config), "keys", {"wireshark": os.path.abspath(directory)}), as_json, reply_text)
 
 
+def password_from_stdin() -> str:
+    """`--password-stdin`: the first line of standard input, without its newline (a pipe from a secrets store)."""
+    return sys.stdin.readline().rstrip("\n")
+
+
 def run_daemon(serve: Callable[[], int], preflight: Callable[[], object] | None = None) -> None:
     """Run a daemon in the foreground: configuration errors exit 2 with one clear line. `preflight` checks what
     the daemon's own load does not (secrets others can read) before anything is bound."""

@@ -14,6 +14,7 @@ from natt_daemons.common.cli import (
     check_config,
     daemon_group,
     emit,
+    password_from_stdin,
     request,
     run_daemon,
     setup_logging,
@@ -74,7 +75,7 @@ add_check_command(main, _check, "Validate the config without starting: "
 def passwd(user: str, password_stdin: bool) -> None:
     """Print a salted hash for USER, to paste under [users] in the config."""
     if password_stdin:
-        password = click.get_text_stream("stdin").readline().rstrip("\n")
+        password = password_from_stdin()
     else:
         password = getpass.getpass(f"password for {user}: ")
         if getpass.getpass("again: ") != password:

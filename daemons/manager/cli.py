@@ -6,7 +6,14 @@ import getpass
 
 import click
 
-from natt_daemons.common.cli import CliError, check_config, daemon_group, run_daemon, setup_logging
+from natt_daemons.common.cli import (
+    CliError,
+    check_config,
+    daemon_group,
+    password_from_stdin,
+    run_daemon,
+    setup_logging,
+)
 from natt_daemons.common.passwords import hash_password
 from natt_daemons.manager import config as cfg
 
@@ -71,7 +78,7 @@ def passwd(login: str, password_stdin: bool) -> None:
     if not cfg.valid_login(login):
         raise click.BadParameter("1-64 of letters, digits and . _ - @", param_hint="LOGIN")
     if password_stdin:
-        password = click.get_text_stream("stdin").readline().rstrip("\n")
+        password = password_from_stdin()
     else:
         password = getpass.getpass(f"password for {login}: ")
         if getpass.getpass("again: ") != password:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from natt.crypto import keys as kdf
 from natt.crypto.cipher import IkeCipher, pad_ike
@@ -17,6 +18,9 @@ from natt.wire.buffer import Writer
 from natt.wire.constants import HEADER_LEN, NON_ESP_MARKER, ExchangeType, Flag
 from natt.wire.message import Header, Message, decode_payloads, encode_payloads
 from natt.wire.payloads import Payload
+
+if TYPE_CHECKING:
+    from natt.esp.sa import EspSA
 
 
 class Role(Enum):
@@ -110,6 +114,9 @@ class QuickModeState:
     responder_lifetime: int | None = None
     ours: bool = False  # this side sent message 1 (either role may: a rekey)
     abandoned: bool = False  # lost a rekey collision: a reply to it gets no HASH(3) and installs nothing
+    # Our message 2 sent, HASH(3) not come: the inbound half, built once, that ESP on our SPI must authenticate
+    # under to complete the exchange (quick.commit_by_esp); kept so forged packets cost one MAC check each.
+    probe: EspSA | None = None
 
 
 @dataclass(slots=True)

@@ -312,11 +312,12 @@ def commit_by_esp(ctx: IkeContext, sa: IkeSA, qm: QuickModeState, packet: bytes)
     HASH(3) left the peer sending into a pair we did not have for a resend interval or more; if every resend's
     answer was lost too, for good (the lossy-link lab test). False, and nothing changes, if it does not
     authenticate."""
-    transform = _transform(qm)
-    probe = EspSA(int.from_bytes(qm.our_spi, "big"), transform, _keymat(sa, qm, transform, qm.our_spi),
-                  outbound=False)
+    if qm.probe is None:
+        transform = _transform(qm)
+        qm.probe = EspSA(int.from_bytes(qm.our_spi, "big"), transform, _keymat(sa, qm, transform, qm.our_spi),
+                         outbound=False)
     try:
-        probe.decrypt(packet)
+        qm.probe.decrypt(packet)
     except EspError:
         ctx.stats["commit-by-esp-refused"] += 1
         return False

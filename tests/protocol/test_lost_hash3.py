@@ -108,6 +108,43 @@ def test_forged_esp_on_a_pending_spi_installs_nothing() -> None:
     assert spi in conc.endpoint.awaiting_commit
 
 
+
+def test_a_stream_of_forged_esp_from_many_addresses_costs_one_mac_check_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pending SPI is visible on the wire once the client sends on it, so an on-path attacker can aim forged ESP
+    at it from anywhere. Each forged packet costs one MAC check under keys derived once (not a KEYMAT derivation per
+    packet), installs nothing, draws no hint, and leaves the pair to the peer's genuine packet."""
+    from natt.ike import quick
+
+    derived: list[bytes] = []
+    keymat = quick._keymat
+
+    def counting(*args: object) -> bytes:
+        out = keymat(*args)  # type: ignore[arg-type]
+        derived.append(out)
+        return out
+
+    monkeypatch.setattr(quick, "_keymat", counting)
+    net, client = _lab()
+    _drop_hash3(net, client, EVERYTHING, [1])
+    net.connect("client1", make_profile())
+    net.pump()
+    address = client.of(ModeConfigDone)[-1].address
+    conc = net.concentrator
+    ((spi, _),) = conc.endpoint.awaiting_commit.items()
+    hints = conc.endpoint.stats["recovery-hints-sent"]
+    before = len(derived)
+    sources = [(f"198.51.100.{i}", 4500 + i) for i in range(1, 51)]
+    for n, source in enumerate(sources * 4):  # 200 packets, 50 addresses, sequence numbers that move on
+        forged = spi.to_bytes(4, "big") + (n + 1).to_bytes(4, "big") + bytes([n % 256]) * 80
+        assert conc.endpoint.unknown_esp(spi, source, 4500, net.now, forged) is False
+    assert conc.endpoint.stats["commit-by-esp-refused"] == 200
+    assert len(derived) - before == 1, "the probe's KEYMAT is derived once, not per forged packet"
+    assert conc.endpoint.stats["recovery-hints-sent"] == hints
+    assert not conc.of(CommittedByEsp) and len(conc.of(ChildSaUp)) == 1
+    # The peer's own first packet (sequence number 1, which a forger had already used) still completes the exchange.
+    assert _ping(net, client, address) == 1
+    assert len(conc.of(CommittedByEsp)) == 1 and not conc.endpoint.awaiting_commit
+
 def test_a_pair_the_concentrator_gave_up_on_is_set_up_again() -> None:
     """Every HASH(3) for 0/0 lost and no traffic until the concentrator gave the exchange up: the client's first
     packet after that draws a protected INVALID-SPI; the client drops the pair and negotiates it again."""

@@ -3,17 +3,20 @@ elsewhere is answered to where it came from, a few times at most, and never refl
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from natt.ike.endpoint import REPLY_REPEATS
-from natt.ike.events import ChildSaUp
+from natt.ike.events import ChildSaUp, IkeSaDown, ModeConfigDone
 from natt.wire.constants import NON_ESP_MARKER, ExchangeType
 from tests.protocol.conftest import make_policy, make_profile
-from tests.protocol.sim import Network
+from tests.protocol.sim import Network, Packet, ipv4_packet
 
 pytestmark = pytest.mark.protocol
 
 ATTACKER = ("192.0.2.66", 4500)
+SERVER = "192.168.2.10"  # behind the concentrator
 
 
 def _exchange(data: bytes, port: int) -> int | None:
@@ -70,3 +73,41 @@ def test_a_second_copy_of_a_hash3_is_dropped_not_read_as_garbage() -> None:
     assert not conc.endpoint.datagrams_to_send()
     assert conc.endpoint.stats["PAYLOAD-MALFORMED"] == 0
     assert len(conc.events) == events, conc.events[events:]
+
+
+def test_a_network_that_delivers_every_ike_message_twice_costs_nothing() -> None:
+    """Every IKE datagram of the set-up arrives twice, back to back (a duplicating link, or a resend that crossed
+    its answer): each second copy is dropped or answered from the reply cache, never read as a new message or as
+    garbage, and the session comes up as on a clean link."""
+    net = Network(make_policy())
+    client = net.add_client("client1", "203.0.113.20")
+    send = net.send
+    copies: list[int] = []
+
+    def twice(p: Packet) -> None:
+        send(p)
+        if _exchange(p.data, p.dst[1]) is not None:
+            copies.append(_exchange(p.data, p.dst[1]) or 0)
+            send(p)
+
+    net.send = twice  # type: ignore[method-assign]
+    net.connect("client1", make_profile())
+    net.pump()
+    conc = net.concentrator
+    assert {ExchangeType.AGGRESSIVE, ExchangeType.TRANSACTION, ExchangeType.QUICK_MODE} <= set(copies)
+    assert len(client.of(ChildSaUp)) == 2 and len(conc.of(ChildSaUp)) == 2
+    assert not client.of(IkeSaDown) and not conc.of(IkeSaDown)
+    for node in (client, conc):
+        stats = node.endpoint.stats
+        assert stats["PAYLOAD-MALFORMED"] == 0 and stats["INVALID-PAYLOAD-TYPE"] == 0, dict(stats)
+    assert conc.endpoint.stats["duplicate-dropped"] + client.endpoint.stats["duplicate-dropped"] > 0
+    # Traffic passes both ways on the pairs the copies did not disturb.
+    address = client.of(ModeConfigDone)[-1].address
+    assert net.route_esp(client, ipv4_packet(address, SERVER, b"ping")) is not None, client.esp_errors
+    assert net.route_esp(conc, ipv4_packet(SERVER, address, b"pong")) is not None, conc.esp_errors
+    net.pump()
+    assert [p[12:16] for p in conc.delivered] == [ipaddress.IPv4Address(address).packed]
+    assert [p[12:16] for p in client.delivered] == [ipaddress.IPv4Address(SERVER).packed]
+    net.advance(5.0)
+    assert not client.of(IkeSaDown) and not conc.of(IkeSaDown)
+    assert len(client.of(ChildSaUp)) == 2 and len(conc.of(ChildSaUp)) == 2
