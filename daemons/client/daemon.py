@@ -134,6 +134,7 @@ class Client:
         self.connected_at: float | None = None  # the session's start (wall clock); kept across rekeys
         self.assigned: ModeConfigDone | None = None
         self.net: NetState | None = None  # address and routes on the system (kept across a reconnect: fail closed)
+        self._net_made: NetState | None = None  # the last of those whose set-up the worker finished
         self.want_connected = False
         self.last_error = ""
         self.not_reconnecting = ""  # why an ended session is not being reconnected
@@ -319,9 +320,16 @@ class Client:
         if old is not None:
             log.warning("Mode Config (IKE SA %d) gave %s %s, not %s %s: moving the address and routes",
                         event.sa_id, want.address, ",".join(want.networks), old.address, ",".join(old.networks))
-            self._in_background(self._move_network, old, want)
+            made = self._in_background(self._move_network, old, want)
         else:
-            self._in_background(self._setup_network, want)
+            made = self._in_background(self._setup_network, want)
+        made.add_done_callback(lambda _: self._network_made(want))
+
+    def _network_made(self, net: NetState) -> None:
+        """The worker finished a session's set-up (what failed is in `network_errors`): it may now be connected."""
+        if net is self.net:
+            self._net_made = net
+            self._maybe_connected()
 
     def _child_up(self, event: ChildSaUp, sa: IkeSA) -> None:
         dp = self.datapath
@@ -334,14 +342,28 @@ class Client:
             self.rekeys_phase2 += 1
             log.info("IPsec SA %s <-> %s rekeyed: in 0x%08x out 0x%08x", event.local_selector,
                      event.remote_selector, event.inbound_spi, event.outbound_spi)
-        if self.state != "connected":
-            self.state = "connected"
-            self.reconnect_attempt = 0
-            if self.connected_at is None:
-                self.connected_at = time.time()
-            if self.reconnects or self.last_error:
-                log.info("connected again to %s, address %s", self.settings.profile.peer,
-                         self.assigned.address if self.assigned else "?")
+        self._maybe_connected()
+
+    def _maybe_connected(self) -> None:
+        """"connected" (status, systemd's READY, the log) once traffic can pass: every tunnel the session set up has
+        its pair, and the address and routes are on the system. Before, the first pair was enough: a connect on
+        a lossy link or a busy machine was "connected" while its 0.0.0.0/0 pair or its routes were still on their
+        way, and what an application sent at once left in the clear by the default route (the lossy-link lab test
+        saw its ping answered by an ICMP error from outside)."""
+        sa = self._sa()
+        if self.state == "connected" or sa is None or not sa.children:
+            return
+        if any(qm.ours and qm.rekey_of is None for qm in sa.quick_modes.values()):
+            return  # a tunnel still being set up
+        if self.net is None or self._net_made is not self.net:
+            return  # the address and routes are still being made
+        self.state = "connected"
+        self.reconnect_attempt = 0
+        if self.connected_at is None:
+            self.connected_at = time.time()
+        log.info("%s to %s: address %s, %d IPsec SA pairs, routes %s", "connected again" if self.reconnects or
+                 self.last_error else "connected", self.settings.profile.peer, self.net.address, len(sa.children),
+                 ", ".join(dst for dst, _ in self.net.routes) or "none")
         if not self._ready_sent:
             self._ready_sent = sdnotify.ready(f"connected to {self.settings.profile.peer}") or True
 
@@ -424,12 +446,13 @@ class Client:
         if sock is not None:
             self.driver.attach(port, sock)  # the core's keepalives for this port leave by it
 
-    def _in_background(self, fn: Callable[..., None], *args: object) -> None:
+    def _in_background(self, fn: Callable[..., None], *args: object) -> asyncio.Future[None]:
         """Netlink work runs off the loop's thread (see tun.py), on ONE worker so that it happens in the order
         it was asked for: a reconnect's set-up never runs before (or under) the previous tear-down."""
         fut = asyncio.get_running_loop().run_in_executor(self._net_pool, fn, *args)
         self._net_tasks.add(fut)
         fut.add_done_callback(self._net_done)
+        return fut
 
     def _net_done(self, fut: asyncio.Future[None]) -> None:
         self._net_tasks.discard(fut)
@@ -467,6 +490,7 @@ class Client:
         assert self.tun
         tun = self.tun.name
         peer = self.settings.profile.peer
+        started = time.monotonic()
         self._netlink(f"address {net.address} on {tun}", lambda: add_address(tun, net.address, 32))
         found: list[tuple[str, str] | None] = [None]
         self._netlink("reading the default gateway", lambda: found.__setitem__(0, default_gateway()))
@@ -478,6 +502,8 @@ class Client:
         for dst in net.networks:
             if self._netlink(f"route {dst} via {tun}", lambda dst=dst: add_route(dst, dev=tun)):
                 net.routes.append((dst, {"dev": tun}))
+        log.info("network set-up: address %s on %s and %d of %d routes made in %.0f ms", net.address, tun,
+                 len(net.routes), len(net.networks) + (1 if gw else 0), (time.monotonic() - started) * 1000)
 
     def _netlink(self, what: str, change: Callable[[], object]) -> bool:
         """One netlink call in the worker, tried NETLINK_TRIES times; False (logged, and kept for `status`) if it

@@ -155,12 +155,14 @@ def measure_connect(sc: Scenario, name: str, level: int, rnd: int, bound: float)
         time.sleep(0.1)
     if m.connected is not None:
         wait = max(1, int(min(PING_DEADLINE, deadline - time.monotonic())))
-        r = sc.lab.run(ROLES[name], ["ping", "-n", "-q", "-c", "1", "-i", "0.2", "-W", "1", "-w", str(wait),
+        t_ping = time.monotonic()
+        r = sc.lab.run(ROLES[name], ["ping", "-n", "-c", "1", "-i", "0.2", "-W", "1", "-w", str(wait),
                                      ADDR.server], timeout=wait + 10)
         if r.returncode == 0:
             m.traffic = time.monotonic() - t0
         else:
-            m.black_hole = black_hole(sc, name)
+            m.black_hole = {"ping": f"exit {r.returncode} after {time.monotonic() - t_ping:.1f} s: "
+                                    f"{(r.stdout + r.stderr).strip().splitlines()[-4:]}", **black_hole(sc, name)}
     after = call(sock, "status")
     m.retransmissions = after["retransmissions"]["sent"] - before["retransmissions"]["sent"]
     m.answered = after["retransmissions"]["answered"] - before["retransmissions"]["answered"]

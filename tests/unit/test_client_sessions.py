@@ -422,3 +422,56 @@ async def test_a_route_that_fails_is_tried_again_and_reported(make_rig: Any, mon
     assert len(c.network_errors) == 1 and "0.0.0.0/1" in c.network_errors[0], c.network_errors
     daemon.Client._repair_network(c, net)  # what the diagnose tick asks for
     assert made[-1] == "0.0.0.0/1" and {r[0] for r in net.routes} >= set(daemon.DEFAULT_NETWORKS)
+
+
+async def test_connected_only_once_every_tunnel_and_the_routes_are_there(make_rig: Any,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """"connected" (status, READY, the log line) means traffic can pass. Before, the first IPsec pair was enough:
+    on a lossy link or a busy machine a client was "connected" while its 0.0.0.0/0 pair or its routes were still on
+    their way, and a ping sent at once left in the clear by the default route and drew an ICMP error from outside
+    (the lossy-link lab test's "connected, no traffic" in CI)."""
+    import threading
+
+    from natt.wire.constants import NON_ESP_MARKER, ExchangeType
+
+    rig: Rig = make_rig()
+    c = rig.client
+    assert c.driver is not None
+    lost: list[bytes] = []
+    for port in (500, 4500):
+        def send(data: bytes, addr: tuple[str, int], port: int = port) -> None:
+            body = data[len(NON_ESP_MARKER):] if port == 4500 else data
+            if len(body) > 24 and body[18] == ExchangeType.QUICK_MODE and not lost:
+                lost.append(body[20:24])  # the first tunnel's Quick Mode message 1, lost once
+                return
+            rig.wire.append((data, port, addr[1]))
+        c.driver.senders[port] = send
+    routes_may_go = threading.Event()
+
+    def slow_setup(net: daemon.NetState) -> None:  # the netlink worker, slow on a busy machine
+        assert routes_may_go.wait(10)
+        rig.setups.append(net.address)
+        net.routes.extend((dst, {"dev": "tun-test"}) for dst in net.networks)
+
+    monkeypatch.setattr(c, "_setup_network", slow_setup)
+    c.connect()
+    rig.pump()
+    sa = c._sa()
+    assert sa is not None and lost
+    assert len(sa.children) == 1, "one tunnel up, the other's message 1 lost"
+    assert c.state == "connecting" and (await c._cmd_status({}))["state"] == "connecting"
+
+    for _ in range(10):  # the client resends the lost message 1: both pairs up, the routes still being made
+        rig.advance(1.0)
+        if len(sa.children) == 2:
+            break
+    assert len(sa.children) == 2 and not sa.quick_modes
+    await asyncio.sleep(0.05)
+    assert c.state == "connecting" and c.connected_at is None and not rig.setups
+
+    routes_may_go.set()
+    await rig.settle()
+    await asyncio.sleep(0)
+    st = await c._cmd_status({})
+    assert st["state"] == "connected" and c.connected_at is not None, st
+    assert rig.setups == [st["assigned_address"]]
