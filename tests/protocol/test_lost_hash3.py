@@ -50,6 +50,17 @@ def _drop_hash3(net: Network, client: Node, remote_selector: str, copies: list[i
     net.send = send_some  # type: ignore[method-assign]
 
 
+def _connect_losing_hash3(copies: int) -> tuple[Network, Node, str, list[int]]:
+    """client1 connects while its HASH(3) for the 0.0.0.0/0 pair is lost `copies` times (the returned counter:
+    set it to 0 for a good link again); with its assigned address."""
+    net, client = _lab()
+    lose = [copies]
+    _drop_hash3(net, client, EVERYTHING, lose)
+    net.connect("client1", make_profile())
+    net.pump()
+    return net, client, client.of(ModeConfigDone)[-1].address, lose
+
+
 def _ping(net: Network, client: Node, address: str) -> int:
     """One packet from the client to the server through the tunnel: how many the concentrator delivered so far."""
     assert net.route_esp(client, ipv4_packet(address, SERVER, b"ping")) is not None, client.esp_errors
@@ -58,11 +69,7 @@ def _ping(net: Network, client: Node, address: str) -> int:
 
 
 def test_the_first_esp_completes_a_quick_mode_whose_hash3_was_lost() -> None:
-    net, client = _lab()
-    _drop_hash3(net, client, EVERYTHING, [1])
-    net.connect("client1", make_profile())
-    net.pump()
-    address = client.of(ModeConfigDone)[-1].address
+    net, client, address, _ = _connect_losing_hash3(1)
     conc = net.concentrator
     assert {u.remote_selector for u in client.of(ChildSaUp)} == {f"{CONCENTRATOR}/32", EVERYTHING}
     assert [u.local_selector for u in conc.of(ChildSaUp)] == [f"{CONCENTRATOR}/32"], "HASH(3) for 0/0 was lost"
@@ -90,10 +97,7 @@ def test_the_first_esp_completes_a_quick_mode_whose_hash3_was_lost() -> None:
 def test_forged_esp_on_a_pending_spi_installs_nothing() -> None:
     """Only the peer holds the pair's keys: ESP on the pending SPI that does not authenticate changes nothing (and
     draws no INVALID-SPI: the pair is on its way)."""
-    net, client = _lab()
-    _drop_hash3(net, client, EVERYTHING, [1])
-    net.connect("client1", make_profile())
-    net.pump()
+    net, client, _, _ = _connect_losing_hash3(1)
     conc = net.concentrator
     ((spi, _),) = conc.endpoint.awaiting_commit.items()
     _, up = client.child_for(EVERYTHING)
@@ -124,11 +128,7 @@ def test_a_stream_of_forged_esp_from_many_addresses_costs_one_mac_check_each(mon
         return out
 
     monkeypatch.setattr(quick, "_keymat", counting)
-    net, client = _lab()
-    _drop_hash3(net, client, EVERYTHING, [1])
-    net.connect("client1", make_profile())
-    net.pump()
-    address = client.of(ModeConfigDone)[-1].address
+    net, client, address, _ = _connect_losing_hash3(1)
     conc = net.concentrator
     ((spi, _),) = conc.endpoint.awaiting_commit.items()
     hints = conc.endpoint.stats["recovery-hints-sent"]
@@ -148,12 +148,7 @@ def test_a_stream_of_forged_esp_from_many_addresses_costs_one_mac_check_each(mon
 def test_a_pair_the_concentrator_gave_up_on_is_set_up_again() -> None:
     """Every HASH(3) for 0/0 lost and no traffic until the concentrator gave the exchange up: the client's first
     packet after that draws a protected INVALID-SPI; the client drops the pair and negotiates it again."""
-    net, client = _lab()
-    lose = [1_000]
-    _drop_hash3(net, client, EVERYTHING, lose)
-    net.connect("client1", make_profile())
-    net.pump()
-    address = client.of(ModeConfigDone)[-1].address
+    net, client, address, lose = _connect_losing_hash3(1_000)
     conc = net.concentrator
     net.advance(40.0, step=0.5)  # the concentrator's resends of message 2 run out (30 s)
     assert not conc.endpoint.awaiting_commit, "the concentrator gave the Quick Mode up"
