@@ -109,6 +109,11 @@ class NetState:
     def same(self, other: NetState) -> bool:
         return self.address == other.address and set(self.networks) == set(other.networks)
 
+    def missing(self) -> list[str]:
+        """The tunnel's networks that have no route made yet."""
+        made = {dst for dst, _ in self.routes}
+        return [n for n in self.networks if n not in made]
+
 
 class Client:
     def __init__(self, settings: ClientSettings) -> None:
@@ -499,9 +504,7 @@ class Client:
         if gw and self._netlink(f"route {peer}/32 via {gw[0]}",
                                 lambda: add_route(f"{peer}/32", gateway=gw[0], dev=gw[1])):
             net.routes.append((f"{peer}/32", {"dev": gw[1]}))
-        for dst in net.networks:
-            if self._netlink(f"route {dst} via {tun}", lambda dst=dst: add_route(dst, dev=tun)):
-                net.routes.append((dst, {"dev": tun}))
+        self._tunnel_routes(net, tun)
         log.info("network set-up: address %s on %s and %d of %d routes made in %.0f ms", net.address, tun,
                  len(net.routes), len(net.networks) + (1 if gw else 0), (time.monotonic() - started) * 1000)
 
@@ -522,16 +525,21 @@ class Client:
                 time.sleep(0.2 * attempt)
         return False
 
+    def _tunnel_routes(self, net: NetState, tun: str) -> list[str]:
+        """The routes of the tunnel's networks that `net` does not have yet, each on its own: those made."""
+        made = []
+        for dst in net.missing():
+            if self._netlink(f"route {dst} via {tun}", lambda dst=dst: add_route(dst, dev=tun)):
+                net.routes.append((dst, {"dev": tun}))
+                made.append(dst)
+        return made
+
     def _repair_network(self, net: NetState) -> None:
         """Routes of the session that the set-up could not make: tried again (the diagnose tick asks)."""
         if net is not self.net or self.tun is None:
             return
-        tun = self.tun.name
-        have = {dst for dst, _ in net.routes}
-        for dst in net.networks:
-            if dst not in have and self._netlink(f"route {dst} via {tun}", lambda dst=dst: add_route(dst, dev=tun)):
-                net.routes.append((dst, {"dev": tun}))
-                log.warning("network set-up: route %s via %s made on a second try", dst, tun)
+        for dst in self._tunnel_routes(net, self.tun.name):
+            log.warning("network set-up: route %s via %s made on a second try", dst, self.tun.name)
 
     def _move_network(self, old: NetState, new: NetState) -> None:
         """A new address or new networks: the new ones first (a route both have is replaced in place), then what
@@ -573,8 +581,7 @@ class Client:
     def _diagnose_tick(self) -> None:
         asyncio.get_running_loop().call_later(2.0, self._diagnose_tick)
         net = self.net
-        if net is not None and not self._net_tasks and \
-                not {d for d, _ in net.routes} >= set(net.networks):
+        if net is not None and not self._net_tasks and net.missing():
             self._in_background(self._repair_network, net)  # a route the set-up could not make
         sa = self._sa()
         if sa is None or self.state != "connected" or self.diagnosis:
@@ -733,7 +740,7 @@ class Client:
                 status["ipsec_next"] = self._ipsec_status(reauth, now)
         if self.net is not None:
             status["routes"] = [r[0] for r in self.net.routes]
-            missing = [n for n in self.net.networks if n not in status["routes"]]
+            missing = self.net.missing()
             if missing:
                 status["routes_missing"] = missing
         if self.network_errors:

@@ -170,14 +170,14 @@ class IkeEndpoint:
 
     def receive_datagram(self, data: bytes, remote: tuple[str, int], local_port: int, now: float) -> None:
         self.now = now
-        if local_port not in self._plain_ports:
-            if data == NAT_KEEPALIVE:
-                self._keepalive_received(remote)
-                return
-            if not data.startswith(NON_ESP_MARKER):
-                self.stats["esp-on-ike-path"] += 1
-                return
-            data = data[len(NON_ESP_MARKER) :]
+        if data == NAT_KEEPALIVE and local_port not in self._plain_ports:
+            self._keepalive_received(remote)
+            return
+        message = self._isakmp(data, local_port)
+        if message is None:
+            self.stats["esp-on-ike-path"] += 1
+            return
+        data = message
         try:
             header = Header.decode(data)
         except DecodeError as e:
@@ -192,11 +192,15 @@ class IkeEndpoint:
     def of_known_sa(self, data: bytes, local_port: int) -> bool:
         """Whether a datagram names an IKE SA held here, by its cookies alone (two slices and a lookup, no parsing):
         the I/O side serves these first when it must choose, as under a flood on 4500."""
-        if local_port not in self._plain_ports:
-            if not data.startswith(NON_ESP_MARKER):
-                return False
-            data = data[len(NON_ESP_MARKER) :]
-        return len(data) >= 16 and (data[:8], data[8:16]) in self._by_cookies
+        message = self._isakmp(data, local_port)
+        return message is not None and len(message) >= 16 and (message[:8], message[8:16]) in self._by_cookies
+
+    def _isakmp(self, data: bytes, local_port: int) -> bytes | None:
+        """The ISAKMP message a datagram carries: all of it on a plain port, what follows the non-ESP marker on a
+        NAT-T port (None without the marker: ESP, or junk)."""
+        if local_port in self._plain_ports:
+            return data
+        return data[len(NON_ESP_MARKER) :] if data.startswith(NON_ESP_MARKER) else None
 
     def datagrams_to_send(self) -> list[Datagram]:
         out, self._out = self._out, []

@@ -61,3 +61,20 @@ async def test_within_the_budget_every_datagram_is_handled() -> None:
     driver.feed_batch([(flood, ("192.0.2.9", 4501)), (dpd, src)], 4500)
     assert driver.shed == 0 and driver.datagrams_shared == 2
     assert conc.half_open == 1
+
+
+def test_what_a_4500_datagram_carries_is_told_by_the_non_esp_marker() -> None:
+    """On 4500 the ISAKMP message follows the non-ESP marker; without it the datagram is ESP (or junk) and is not
+    IKE's, neither for the priority check nor for the core; a NAT keepalive is neither. On 500 there is no marker."""
+    net, dpd, remote = _established()
+    conc = net.concentrator.endpoint
+    assert conc.of_known_sa(dpd, 4500)
+    assert not conc.of_known_sa(dpd[len(NON_ESP_MARKER):], 4500), "an ISAKMP message without the marker is ESP"
+    assert conc.of_known_sa(dpd[len(NON_ESP_MARKER):], 500)
+    assert not conc.of_known_sa(dpd, 500), "on 500 the marker would be the cookies"
+    conc.receive_datagram(dpd[len(NON_ESP_MARKER):], remote, 4500, net.now)
+    conc.receive_datagram(b"\xff", remote, 4500, net.now)  # a NAT keepalive
+    assert conc.stats["esp-on-ike-path"] == 1
+    assert not conc.datagrams_to_send()
+    conc.receive_datagram(dpd, remote, 4500, net.now)
+    assert [d.remote for d in conc.datagrams_to_send()] == [remote], "the DPD behind the marker is answered"
