@@ -160,10 +160,22 @@ def _serve(reach: list[str]) -> None:
         return WebDriverWait(driver, timeout, 0.2).until(found)
 
     def follow(css: str) -> None:
+        from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
         from selenium.webdriver.support import expected_conditions
 
-        old = driver.find_element(By.TAG_NAME, "html")
-        driver.find_element(By.CSS_SELECTOR, css).click()
+        deadline = time.monotonic() + 10.0
+        while True:
+            old = driver.find_element(By.TAG_NAME, "html")
+            try:
+                driver.find_element(By.CSS_SELECTOR, css).click()
+                break
+            except WebDriverException as e:
+                # The page reloaded itself between finding and clicking (manager.js reloads a page whose sessions
+                # changed): the element is found again on the page that replaced it. Anything else is raised.
+                replaced = isinstance(e, StaleElementReferenceException) or "does not belong to the document" in str(e)
+                if not replaced or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
         WebDriverWait(driver, 20, 0.1).until(expected_conditions.staleness_of(old))
         WebDriverWait(driver, 20, 0.1).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
